@@ -1,0 +1,1 @@
+//! Data pipelines: `data` blocks lowered to an ordered plan and run reproducibly.

@@ -1,0 +1,1 @@
+//! Elaboration: names, module instances, compile-time evaluation and shapes → graph IR.

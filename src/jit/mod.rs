@@ -1,0 +1,1 @@
+//! Cranelift code generation for scheduled kernels. The only module that knows Cranelift.

@@ -1,0 +1,3 @@
+//! The `modelc` command-line tool.
+
+fn main() {}

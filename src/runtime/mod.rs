@@ -1,0 +1,1 @@
+//! The executor: buffers, parameters, kernel runs, checkpoints.

@@ -1,0 +1,1 @@
+//! Scheduling: fusion of graph nodes into kernels and buffer planning.

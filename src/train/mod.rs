@@ -1,0 +1,1 @@
+//! Training runs: the `train` block, optimizers, schedules, checkpoints.
