@@ -1,4 +1,78 @@
 //! The front end: pest grammar (`grammar/model.pest`) → [`ast`]. Parsing never panics and
-//! returns every error it can find.
+//! returns every error it can find: a lexical pre-scan ([`scan`]) catches unclosed delimiters,
+//! unterminated strings and excessive nesting before pest runs, and when the whole file fails
+//! to parse, each top-level item is parsed on its own so independent errors are all reported.
 
 pub mod ast;
+mod build;
+mod dump;
+mod errors;
+mod scan;
+
+pub use dump::dump;
+
+use crate::diag::Diagnostic;
+use crate::source::FileId;
+use pest::Parser;
+use pest_derive::Parser;
+
+#[derive(Parser)]
+#[grammar = "../grammar/model.pest"]
+struct ModelParser;
+
+/// Bracket nesting deeper than this is rejected before pest runs (E0006): pest parses
+/// recursively, and a deeper input could exhaust the stack.
+pub const MAX_NESTING: usize = 200;
+
+/// Parses one file. Returns the items that parsed (all of them when there are no errors) and
+/// every diagnostic found.
+pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    if scan::scan(file, text, 0).is_empty()
+        && let Some(items) = parse_chunk(file, text, text, 0, &mut diags)
+    {
+        return (ast::File { file, items }, diags);
+    }
+    // Recovery: parse each top-level item on its own, so that an error in one item does not
+    // hide errors in the others and the good items are still returned.
+    diags.clear();
+    let mut items = Vec::new();
+    for range in scan::item_chunks(text) {
+        let chunk = &text[range.clone()];
+        let lexical = scan::scan(file, chunk, range.start);
+        if !lexical.is_empty() {
+            diags.extend(lexical);
+            continue;
+        }
+        if let Some(chunk_items) = parse_chunk(file, text, chunk, range.start, &mut diags) {
+            items.extend(chunk_items);
+        }
+    }
+    (ast::File { file, items }, diags)
+}
+
+/// Parses `chunk`, which starts at byte `base` of `text`. Returns `None` (with a diagnostic)
+/// when pest rejects the chunk; AST-level problems (bad literals, reserved names) are reported
+/// without dropping the items.
+fn parse_chunk(
+    file: FileId,
+    text: &str,
+    chunk: &str,
+    base: usize,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<ast::Item>> {
+    // Detailed attempts give the literal tokens expected at the error position.
+    pest::set_error_detail(true);
+    match ModelParser::parse(Rule::file, chunk) {
+        Ok(pairs) => {
+            let mut builder = build::Builder::new(file, text, base);
+            let items = builder.file(pairs);
+            diags.extend(builder.into_diagnostics());
+            Some(items)
+        }
+        Err(err) => {
+            diags.push(errors::from_pest(file, chunk, base, &err));
+            None
+        }
+    }
+}
