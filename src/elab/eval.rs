@@ -1324,6 +1324,7 @@ impl<'p> Elaborator<'p> {
             };
             let v = match &p.ty {
                 Some(t @ TypeExpr::Tensor { .. }) => {
+                    let before = self.diags.len();
                     if !v.is_poison() && !matches!(v, Value::None) {
                         self.check_value_type(
                             &v,
@@ -1334,7 +1335,8 @@ impl<'p> Elaborator<'p> {
                             &format!("argument `{}` of `{what}`", p.name.name),
                         );
                     }
-                    v
+                    // A mismatched argument would only produce follow-on errors in the body.
+                    if self.diags.len() > before { Value::Poison } else { v }
                 }
                 Some(t) if !v.is_poison() => {
                     self.coerce_ct(v, t, &p.name.name, &format!("`{what}`"), vspan, p.span)
