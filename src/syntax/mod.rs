@@ -28,7 +28,8 @@ pub const MAX_NESTING: usize = 200;
 /// every diagnostic found.
 pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    if scan::scan(file, text, 0).is_empty()
+    let whole = scan::scan(file, text, 0);
+    if whole.diags.is_empty()
         && let Some(items) = parse_chunk(file, text, text, 0, &mut diags)
     {
         return (ast::File { file, items }, diags);
@@ -37,13 +38,19 @@ pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     // hide errors in the others and the good items are still returned.
     diags.clear();
     let mut items = Vec::new();
-    for range in scan::item_chunks(text) {
-        let chunk = &text[range.clone()];
+    for range in scan::item_chunks(text, &whole.block_comments) {
+        let mut chunk = &text[range.clone()];
         let lexical = scan::scan(file, chunk, range.start);
-        if !lexical.is_empty() {
-            diags.extend(lexical);
+        if lexical.only_unterminated_comment
+            && let Some(at) = lexical.unterminated_comment
+        {
+            // The text before the comment may still hold good items.
+            chunk = &chunk[..at];
+        } else if !lexical.diags.is_empty() {
+            diags.extend(lexical.diags);
             continue;
         }
+        diags.extend(lexical.diags);
         if let Some(chunk_items) = parse_chunk(file, text, chunk, range.start, &mut diags) {
             items.extend(chunk_items);
         }
