@@ -24,9 +24,30 @@ struct ModelParser;
 /// recursively, and a deeper input could exhaust the stack.
 pub const MAX_NESTING: usize = 200;
 
+/// Stack size of the parsing thread. pest and the AST builder recurse once per nesting level;
+/// 200 levels need about 4 MiB in a debug build (measured), more than a test thread's 2 MiB.
+/// The stack is only reserved address space until touched, so a wide margin is cheap.
+const PARSE_STACK_BYTES: usize = 64 << 20;
+
 /// Parses one file. Returns the items that parsed (all of them when there are no errors) and
-/// every diagnostic found.
+/// every diagnostic found. Runs on a thread of its own with a known stack size, so the result
+/// does not depend on the caller's stack.
 pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("modelc-parse".into())
+            .stack_size(PARSE_STACK_BYTES)
+            .spawn_scoped(scope, || parse_here(file, text));
+        match spawned {
+            Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread available (resource limits): parse on the caller's stack; pest's own
+            // stack guard still turns an overflow into an error.
+            Err(_) => parse_here(file, text),
+        }
+    })
+}
+
+fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let whole = scan::scan(file, text, 0);
     if whole.diags.is_empty()
