@@ -8,11 +8,46 @@ use pest::error::{Error, ErrorVariant, InputLocation};
 
 /// Converts pest's error for `chunk` (starting at byte `base` of the file).
 pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> Diagnostic {
-    let pos = match err.location {
+    let rule_pos = match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     }
     .min(chunk.len());
+    let rule_positives: Vec<Rule> = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        ErrorVariant::CustomError { message } => {
+            // pest's own resource guard ("stack limit reached", "call limit reached").
+            let found = token_at(chunk, rule_pos);
+            return Diagnostic::error("E0006", format!("input too deeply nested to parse ({message})"))
+                .at(Span::new(file, base + rule_pos, base + rule_pos + found.len()), "parsing stopped here")
+                .with_help("split the expression using `let` bindings or helper functions");
+        }
+    };
+    // pest places the error at the furthest position where a *rule* failed; the detailed
+    // attempts also track literal tokens (`:` after `param w`), which may have got further.
+    let attempts = err.parse_attempts();
+    let (pos, mut positives, literals): (usize, Vec<Rule>, Vec<String>) = match &attempts {
+        Some(a) if a.max_position > rule_pos && a.max_position <= chunk.len() => {
+            // Only the innermost rules of the further attempt are relevant; the member or
+            // statement rules that contain them started earlier.
+            let rules = a
+                .call_stacks()
+                .iter()
+                .filter_map(|c| c.deepest.get_rule().copied())
+                .filter(|r| !starts_construct(*r))
+                .collect();
+            (a.max_position, rules, a.expected_tokens().iter().map(ToString::to_string).collect())
+        }
+        // `ParsingToken` is not exported by pest; its `Display` is the literal text.
+        Some(a) if a.max_position == rule_pos => {
+            (rule_pos, rule_positives.clone(), a.expected_tokens().iter().map(ToString::to_string).collect())
+        }
+        _ => (rule_pos, rule_positives.clone(), Vec::new()),
+    };
+    // Directly after a word, "a name" only means the word could have been longer.
+    if chunk[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        positives.retain(|r| !matches!(r, Rule::word | Rule::ident));
+    }
     let found = token_at(chunk, pos);
     let found_span = Span::new(file, base + pos, base + pos + found.len());
     let found_words = match found {
@@ -21,25 +56,10 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> D
         " " | "\t" => "a space".to_string(),
         _ => format!("`{found}`"),
     };
-    let positives: Vec<Rule> = match &err.variant {
-        ErrorVariant::ParsingError { positives, .. } => positives.clone(),
-        ErrorVariant::CustomError { message } => {
-            // pest's own resource guard ("stack limit reached", "call limit reached").
-            return Diagnostic::error("E0006", format!("input too deeply nested to parse ({message})"))
-                .at(found_span, "parsing stopped here")
-                .with_help("split the expression using `let` bindings or helper functions");
-        }
-    };
-    let mut literals: Vec<String> = Vec::new();
-    if let Some(attempts) = err.parse_attempts()
-        && attempts.max_position == pos
-    {
-        // `ParsingToken` is not exported by pest; its `Display` is the literal text.
-        literals.extend(attempts.expected_tokens().iter().map(ToString::to_string));
-    }
-    let in_entry_key = err
-        .parse_attempts()
-        .is_some_and(|a| a.call_stacks().iter().any(|c| c.deepest.get_rule() == Some(&Rule::key_path)));
+    let in_entry_key = rule_positives.contains(&Rule::entry)
+        || attempts.as_ref().is_some_and(|a| {
+            a.call_stacks().iter().any(|c| matches!(c.deepest.get_rule(), Some(Rule::key_path | Rule::entry)))
+        });
     let expected = Expected::new(&positives, &literals);
     let message = match expected.describe() {
         Some(what) => format!("expected {what}, found {found_words}"),
@@ -52,6 +72,36 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> D
         found,
         in_entry_key,
     ))
+}
+
+/// Rules that start a member, statement or item: reported as the context of a failure that
+/// happened inside them, not as what was expected.
+fn starts_construct(rule: Rule) -> bool {
+    use Rule::*;
+    matches!(
+        rule,
+        file | use_item
+            | module_item
+            | fn_decl
+            | data_item
+            | train_item
+            | sweep_item
+            | entry
+            | let_member
+            | param_member
+            | buffer_member
+            | dim_member
+            | if_member
+            | field_member
+            | assert_stmt
+            | let_stmt
+            | assign_stmt
+            | expr_stmt
+            | block
+            | member_block
+            | param_list
+            | param_decl
+    )
 }
 
 /// The token starting at `pos`: a word, a number, a string start, or one punctuation mark
@@ -106,10 +156,8 @@ impl Expected {
                 kw_let | kw_assert | let_stmt | assign_stmt | assert_stmt | expr_stmt => e.statement = true,
                 expr | or_expr | and_expr | cmp_expr | sum_expr | prod_expr | unary_expr | power_expr
                 | power_rhs | postfix_expr | primary | prefix_op | float | int | string | bool_lit
-                | if_expr | for_expr | block | paren_expr | list_expr | assert_msg | slice_end
-                | slice_step | dim | arg | named_arg | slice_or_expr | index_item | none_lit => {
-                    e.expression = true
-                }
+                | if_expr | for_expr | paren_expr | list_expr | assert_msg | slice_end | slice_step | dim
+                | arg | named_arg | slice_or_expr | index_item | none_lit => e.expression = true,
                 type_expr | tensor_type | prim_type | tuple_type | dim_list => e.type_ = true,
                 wildcard | tuple_pattern => e.pattern = true,
                 word | ident | entry_label | dtype | key_path => e.name = true,
@@ -117,7 +165,8 @@ impl Expected {
                 param_list => add(&mut e, "`(`"),
                 param_decl => add(&mut e, "a parameter"),
                 ret_type => add(&mut e, "`->`"),
-                member_block => add(&mut e, "`{`"),
+                member_block | block => add(&mut e, "`{`"),
+                kw_if => add(&mut e, "`if`"),
                 kw_else => add(&mut e, "`else`"),
                 kw_in => add(&mut e, "`in`"),
                 kw_of => add(&mut e, "`of`"),
@@ -218,7 +267,12 @@ impl Expected {
         let before = &chunk[..pos];
         let callee: &str =
             before.trim_end().rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("");
-        if (found == "(" || found == "[") && before.ends_with([' ', '\t']) && !callee.is_empty() {
+        let could_continue = self.member || self.statement || self.operator || self.item;
+        if (found == "(" || found == "[")
+            && before.ends_with([' ', '\t'])
+            && !callee.is_empty()
+            && could_continue
+        {
             let what = if found == "(" { "call" } else { "index" };
             return format!(
                 "to {what} `{callee}`, write `{found}` directly after it, without a space: `{callee}{found}...`"

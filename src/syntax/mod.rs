@@ -50,6 +50,10 @@ pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
 fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let whole = scan::scan(file, text, 0);
+    // Detailed attempts give the literal tokens expected at an error. The setting is
+    // process-wide, so it is only ever switched on: switching it off for speed would race with
+    // parses on other threads and make their messages nondeterministic.
+    pest::set_error_detail(true);
     if whole.diags.is_empty()
         && let Some(items) = parse_chunk(file, text, text, 0, &mut diags)
     {
@@ -89,8 +93,6 @@ fn parse_chunk(
     base: usize,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<ast::Item>> {
-    // Detailed attempts give the literal tokens expected at the error position.
-    pest::set_error_detail(true);
     match ModelParser::parse(Rule::file, chunk) {
         Ok(pairs) => {
             let mut builder = build::Builder::new(file, text, base);
