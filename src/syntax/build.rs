@@ -397,23 +397,40 @@ impl<'t> Builder<'t> {
 
     // ------------------------------------------------------------ expressions
 
+    /// Builds any expression-level pair. Each `expr` pair (a bracketed or nested expression)
+    /// and each operator of a chain adds one level to [`Builder::depth`].
     pub fn expr(&mut self, pair: Pair<'_, Rule>) -> Expr {
-        self.depth += 1;
-        let e = if self.depth > MAX_EXPR_DEPTH { self.too_deep(&pair) } else { self.expr_inner(pair) };
-        self.depth -= 1;
+        let nests = pair.as_rule() == Rule::expr;
+        if !self.enter(usize::from(nests)) {
+            return self.too_deep(&pair);
+        }
+        let e = self.expr_inner(pair);
+        self.depth -= usize::from(nests);
         e
     }
 
+    /// Reserves `levels` of nesting; the caller gives them back with `self.depth -= levels`.
+    /// Returns false (reserving nothing) when the limit would be exceeded.
+    fn enter(&mut self, levels: usize) -> bool {
+        if self.depth + levels > MAX_EXPR_DEPTH {
+            return false;
+        }
+        self.depth += levels;
+        true
+    }
+
+    /// Reports E0006 (once per chunk) and stands in an error node for `pair`.
     fn too_deep(&mut self, pair: &Pair<'_, Rule>) -> Expr {
         let span = self.span(pair);
         if !self.depth_reported {
             self.depth_reported = true;
+            let start = Span { end: (span.start + 1).min(span.end), ..span };
             self.diags.push(
                 Diagnostic::error(
                     "E0006",
                     format!("expression nested more than {MAX_EXPR_DEPTH} levels deep"),
                 )
-                .at(Span { end: span.start.saturating_add(1).min(span.end), ..span }, "too deep from here on")
+                .at(start, "this expression is too deep")
                 .with_help("split the expression using `let` bindings"),
             );
         }
@@ -423,9 +440,11 @@ impl<'t> Builder<'t> {
     fn expr_inner(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
         match pair.as_rule() {
-            Rule::expr => self.non_assoc(pair, "range", "`(a..b)..c`"),
-            Rule::cmp_expr => self.non_assoc(pair, "comparison", "`a < b and b < c`"),
-            Rule::or_expr | Rule::and_expr | Rule::sum_expr | Rule::prod_expr => self.left_chain(pair),
+            Rule::expr => self.binary_chain(pair, Some(("range", "`(a..b)..c`"))),
+            Rule::cmp_expr => self.binary_chain(pair, Some(("comparison", "`a < b and b < c`"))),
+            Rule::or_expr | Rule::and_expr | Rule::sum_expr | Rule::prod_expr => {
+                self.binary_chain(pair, None)
+            }
             Rule::unary_expr => self.unary(pair),
             Rule::power_expr => self.power(pair),
             Rule::postfix_expr => self.postfix(pair),
@@ -437,17 +456,27 @@ impl<'t> Builder<'t> {
         }
     }
 
-    /// Builds a chain of one non-associative operator (`..` or a comparison): one operator at
-    /// most; a second one is reported and the chain is still built left to right.
-    fn non_assoc(&mut self, pair: Pair<'_, Rule>, what: &str, instead: &str) -> Expr {
+    /// A left-associative chain `a op b op c`. For a non-associative operator
+    /// (`non_assoc = Some((what, instead))`) a second operator is reported; the chain is still
+    /// built left to right.
+    fn binary_chain(&mut self, pair: Pair<'_, Rule>, non_assoc: Option<(&str, &str)>) -> Expr {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
-        let Some(first) = inner.next() else { return Expr { kind: ExprKind::Error, span } };
-        let mut acc = self.expr(first);
+        let parts: Vec<Pair<'_, Rule>> = pair.clone().into_inner().collect();
+        let ops = parts.len() / 2;
+        if !self.enter(ops) {
+            return self.too_deep(&pair);
+        }
+        let mut parts = parts.into_iter();
+        let mut acc = match parts.next() {
+            Some(first) => self.expr(first),
+            None => Expr { kind: ExprKind::Error, span },
+        };
         let mut count = 0;
-        while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
+        while let (Some(op), Some(rhs)) = (parts.next(), parts.next()) {
             count += 1;
-            if count == 2 {
+            if count == 2
+                && let Some((what, instead)) = non_assoc
+            {
                 let op_span = self.span(&op);
                 self.diags.push(
                     Diagnostic::error("E0001", format!("{what} operators cannot be chained"))
@@ -456,93 +485,55 @@ impl<'t> Builder<'t> {
                 );
             }
             let rhs = self.expr(rhs);
-            acc = self.binary(op.as_str(), acc, rhs);
+            acc = binary(op.as_str(), acc, rhs);
         }
+        self.depth -= ops;
         acc
-    }
-
-    /// Left-associative chain `a op b op c`.
-    fn left_chain(&mut self, pair: Pair<'_, Rule>) -> Expr {
-        let span = self.span(&pair);
-        let mut inner = pair.into_inner();
-        let Some(first) = inner.next() else { return Expr { kind: ExprKind::Error, span } };
-        let mut acc = self.expr(first);
-        let saved = self.depth;
-        while let (Some(op), Some(rhs)) = (inner.next(), inner.next()) {
-            // Each operator nests the tree one level deeper.
-            self.depth += 1;
-            let rhs = self.expr(rhs);
-            acc = self.binary(op.as_str(), acc, rhs);
-        }
-        self.depth = saved;
-        acc
-    }
-
-    fn binary(&mut self, op: &str, lhs: Expr, rhs: Expr) -> Expr {
-        let span = lhs.span.to(rhs.span);
-        if op == ".." {
-            return Expr { kind: ExprKind::Range { start: Box::new(lhs), end: Box::new(rhs) }, span };
-        }
-        let op = match op {
-            "+" => BinOp::Add,
-            "-" => BinOp::Sub,
-            "*" => BinOp::Mul,
-            "/" => BinOp::Div,
-            "%" => BinOp::Rem,
-            "@" => BinOp::MatMul,
-            "**" => BinOp::Pow,
-            "==" => BinOp::Eq,
-            "!=" => BinOp::Ne,
-            "<" => BinOp::Lt,
-            "<=" => BinOp::Le,
-            ">" => BinOp::Gt,
-            ">=" => BinOp::Ge,
-            "&&" | "and" => BinOp::And,
-            _ => BinOp::Or,
-        };
-        Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span }
     }
 
     /// `prefix_op* operand`: the operators apply right to left.
     fn unary(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
+        let parts: Vec<Pair<'_, Rule>> = pair.clone().into_inner().collect();
+        let levels = parts.len().saturating_sub(1);
+        if !self.enter(levels) {
+            return self.too_deep(&pair);
+        }
         let mut ops = Vec::new();
-        let mut operand = None;
-        for p in pair.into_inner() {
-            match p.as_rule() {
-                Rule::prefix_op => {
-                    ops.push((self.span(&p), if p.as_str() == "-" { UnOp::Neg } else { UnOp::Not }))
-                }
-                _ => {
-                    self.depth += ops.len();
-                    operand = Some(self.expr(p));
-                    self.depth -= ops.len();
-                }
+        let mut operand = Expr { kind: ExprKind::Error, span };
+        for p in parts {
+            if p.as_rule() == Rule::prefix_op {
+                ops.push((self.span(&p), prefix(&p)));
+            } else {
+                operand = self.expr(p);
             }
         }
-        let mut acc = operand.unwrap_or(Expr { kind: ExprKind::Error, span });
-        for (op_span, op) in ops.into_iter().rev() {
-            let span = op_span.to(acc.span);
-            acc = Expr { kind: ExprKind::Unary { op, expr: Box::new(acc) }, span };
-        }
-        acc
+        self.depth -= levels;
+        apply_prefixes(ops, operand)
     }
 
     /// `a ** b ** c` is `a ** (b ** c)`; each right operand is `prefix_op* postfix`, and its
     /// prefix operators cover the rest of the chain (`a ** -b ** c` is `a ** -(b ** c)`).
     fn power(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
+        let parts: Vec<Pair<'_, Rule>> = pair.clone().into_inner().collect();
+        let levels = parts
+            .iter()
+            .map(|p| if p.as_rule() == Rule::power_rhs { p.clone().into_inner().count() } else { 0 })
+            .sum();
+        if !self.enter(levels) {
+            return self.too_deep(&pair);
+        }
         let mut operands: Vec<(Vec<(Span, UnOp)>, Expr)> = Vec::new();
-        let saved = self.depth;
-        for p in pair.into_inner() {
+        for p in parts {
             match p.as_rule() {
-                Rule::pow_op => self.depth += 1,
+                Rule::pow_op => {}
                 Rule::power_rhs => {
                     let mut ops = Vec::new();
                     let mut operand = Expr { kind: ExprKind::Error, span };
                     for q in p.into_inner() {
                         if q.as_rule() == Rule::prefix_op {
-                            ops.push((self.span(&q), if q.as_str() == "-" { UnOp::Neg } else { UnOp::Not }));
+                            ops.push((self.span(&q), prefix(&q)));
                         } else {
                             operand = self.expr(q);
                         }
@@ -552,24 +543,16 @@ impl<'t> Builder<'t> {
                 _ => operands.push((Vec::new(), self.expr(p))),
             }
         }
-        self.depth = saved;
+        self.depth -= levels;
         let Some((last_ops, last)) = operands.pop() else { return Expr { kind: ExprKind::Error, span } };
-        let mut acc = self.apply_prefixes(last_ops, last);
+        let mut acc = apply_prefixes(last_ops, last);
         while let Some((ops, lhs)) = operands.pop() {
             let span = lhs.span.to(acc.span);
             acc = Expr {
                 kind: ExprKind::Binary { op: BinOp::Pow, lhs: Box::new(lhs), rhs: Box::new(acc) },
                 span,
             };
-            acc = self.apply_prefixes(ops, acc);
-        }
-        acc
-    }
-
-    fn apply_prefixes(&mut self, ops: Vec<(Span, UnOp)>, mut acc: Expr) -> Expr {
-        for (op_span, op) in ops.into_iter().rev() {
-            let span = op_span.to(acc.span);
-            acc = Expr { kind: ExprKind::Unary { op, expr: Box::new(acc) }, span };
+            acc = apply_prefixes(ops, acc);
         }
         acc
     }
@@ -577,16 +560,17 @@ impl<'t> Builder<'t> {
     /// `primary (call | index | .field)*`, left to right.
     fn postfix(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
-        let Some(first) = inner.next() else { return Expr { kind: ExprKind::Error, span } };
-        let mut acc = self.expr(first);
-        let saved = self.depth;
-        for suffix in inner {
-            self.depth += 1;
-            if self.depth > MAX_EXPR_DEPTH {
-                acc = self.too_deep(&suffix);
-                break;
-            }
+        let parts: Vec<Pair<'_, Rule>> = pair.clone().into_inner().collect();
+        let levels = parts.len().saturating_sub(1);
+        if !self.enter(levels) {
+            return self.too_deep(&pair);
+        }
+        let mut parts = parts.into_iter();
+        let mut acc = match parts.next() {
+            Some(first) => self.expr(first),
+            None => Expr { kind: ExprKind::Error, span },
+        };
+        for suffix in parts {
             let span = acc.span.to(self.span(&suffix));
             let kind = match suffix.as_rule() {
                 Rule::call_args => {
@@ -604,7 +588,7 @@ impl<'t> Builder<'t> {
             };
             acc = Expr { kind, span };
         }
-        self.depth = saved;
+        self.depth -= levels;
         acc
     }
 
@@ -866,4 +850,41 @@ impl<'t> Builder<'t> {
     fn missing_ident(&self, span: Span) -> Ident {
         Ident { name: String::new(), span }
     }
+}
+
+fn prefix(op: &Pair<'_, Rule>) -> UnOp {
+    if op.as_str() == "-" { UnOp::Neg } else { UnOp::Not }
+}
+
+/// Wraps `operand` in prefix operators, the last one innermost.
+fn apply_prefixes(ops: Vec<(Span, UnOp)>, mut operand: Expr) -> Expr {
+    for (op_span, op) in ops.into_iter().rev() {
+        let span = op_span.to(operand.span);
+        operand = Expr { kind: ExprKind::Unary { op, expr: Box::new(operand) }, span };
+    }
+    operand
+}
+
+fn binary(op: &str, lhs: Expr, rhs: Expr) -> Expr {
+    let span = lhs.span.to(rhs.span);
+    let op = match op {
+        ".." => return Expr { kind: ExprKind::Range { start: Box::new(lhs), end: Box::new(rhs) }, span },
+        "+" => BinOp::Add,
+        "-" => BinOp::Sub,
+        "*" => BinOp::Mul,
+        "/" => BinOp::Div,
+        "%" => BinOp::Rem,
+        "@" => BinOp::MatMul,
+        "**" => BinOp::Pow,
+        "==" => BinOp::Eq,
+        "!=" => BinOp::Ne,
+        "<" => BinOp::Lt,
+        "<=" => BinOp::Le,
+        ">" => BinOp::Gt,
+        ">=" => BinOp::Ge,
+        "&&" | "and" => BinOp::And,
+        // The grammar's `or_op` is the only operator left: `||` or `or`.
+        _ => BinOp::Or,
+    };
+    Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span }
 }

@@ -24,11 +24,37 @@ struct ModelParser;
 /// recursively, and a deeper input could exhaust the stack.
 pub const MAX_NESTING: usize = 200;
 
+/// Stack size of the parsing thread. pest and the AST builder recurse once per nesting level;
+/// 200 levels need about 4 MiB in a debug build (measured), more than a test thread's 2 MiB.
+/// The stack is only reserved address space until touched, so a wide margin is cheap.
+const PARSE_STACK_BYTES: usize = 64 << 20;
+
 /// Parses one file. Returns the items that parsed (all of them when there are no errors) and
-/// every diagnostic found.
+/// every diagnostic found. Runs on a thread of its own with a known stack size, so the result
+/// does not depend on the caller's stack.
 pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("modelc-parse".into())
+            .stack_size(PARSE_STACK_BYTES)
+            .spawn_scoped(scope, || parse_here(file, text));
+        match spawned {
+            Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread available (resource limits): parse on the caller's stack; pest's own
+            // stack guard still turns an overflow into an error.
+            Err(_) => parse_here(file, text),
+        }
+    })
+}
+
+fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    if scan::scan(file, text, 0).is_empty()
+    let whole = scan::scan(file, text, 0);
+    // Detailed attempts give the literal tokens expected at an error. The setting is
+    // process-wide, so it is only ever switched on: switching it off for speed would race with
+    // parses on other threads and make their messages nondeterministic.
+    pest::set_error_detail(true);
+    if whole.diags.is_empty()
         && let Some(items) = parse_chunk(file, text, text, 0, &mut diags)
     {
         return (ast::File { file, items }, diags);
@@ -37,13 +63,19 @@ pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     // hide errors in the others and the good items are still returned.
     diags.clear();
     let mut items = Vec::new();
-    for range in scan::item_chunks(text) {
-        let chunk = &text[range.clone()];
+    for range in scan::item_chunks(text, &whole.block_comments) {
+        let mut chunk = &text[range.clone()];
         let lexical = scan::scan(file, chunk, range.start);
-        if !lexical.is_empty() {
-            diags.extend(lexical);
+        if lexical.only_unterminated_comment
+            && let Some(at) = lexical.unterminated_comment
+        {
+            // The text before the comment may still hold good items.
+            chunk = &chunk[..at];
+        } else if !lexical.diags.is_empty() {
+            diags.extend(lexical.diags);
             continue;
         }
+        diags.extend(lexical.diags);
         if let Some(chunk_items) = parse_chunk(file, text, chunk, range.start, &mut diags) {
             items.extend(chunk_items);
         }
@@ -61,8 +93,6 @@ fn parse_chunk(
     base: usize,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<ast::Item>> {
-    // Detailed attempts give the literal tokens expected at the error position.
-    pest::set_error_detail(true);
     match ModelParser::parse(Rule::file, chunk) {
         Ok(pairs) => {
             let mut builder = build::Builder::new(file, text, base);
