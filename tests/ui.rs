@@ -8,6 +8,9 @@ use modelc::source::SourceMap;
 use modelc::syntax;
 use std::path::Path;
 
+#[path = "support/elab_stages.rs"]
+mod elab_stages;
+
 #[test]
 fn ui() {
     let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
@@ -45,7 +48,13 @@ fn run_case(name: &str, text: &str) -> String {
             out.push_str(&format!("--- items parsed: [{}]\n", names.join(", ")));
             out
         }
-        Some(other) => panic!("{name}: unknown stage `{other}` (known: ast, parse-errors)"),
+        Some(stage @ ("check" | "ir" | "summary")) => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+            elab_stages::run(stage, name, text, &dir).expect("elaborator stage")
+        }
+        Some(other) => {
+            panic!("{name}: unknown stage `{other}` (known: ast, parse-errors, check, ir, summary)")
+        }
         None => panic!("{name}: the first line must be `// stage: NAME`"),
     }
 }
