@@ -116,7 +116,10 @@ fn check(index: usize, kind: &str, text: &str) {
             }
         }
         for item in &ast.items {
-            assert_span_inside(item.span(), text, "item");
+            let span = item.span();
+            assert_span_inside(span, text, "item");
+            let source = &text[span.start as usize..span.end as usize];
+            assert!(!source.ends_with(char::is_whitespace), "item span ends in whitespace: {source:?}");
         }
         let _ = syntax::dump(&ast, text);
         // Rendering goes through miette; a sample keeps the test fast.
