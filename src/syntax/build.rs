@@ -232,6 +232,17 @@ impl<'t> Builder<'t> {
                 let mut inner = pair.into_inner().skip(1);
                 let name = self.name(inner.next()?);
                 let ty = self.type_expr(inner.next()?);
+                if !matches!(ty, TypeExpr::Tensor { .. }) {
+                    let keyword = if rule == Rule::param_member { "param" } else { "buffer" };
+                    self.diags.push(
+                        Diagnostic::error("E0008", format!("`{keyword}` needs a tensor type"))
+                            .at(ty.span(), "not a tensor type")
+                            .with_help(format!(
+                                "give the shape, e.g. `{keyword} {}: [d, d]`; for a compile-time value write `{} = ...`",
+                                name.name, name.name
+                            )),
+                    );
+                }
                 let init = inner.next().map(|p| self.expr(p));
                 Member::Param { name, ty, init, trainable: rule == Rule::param_member, span }
             }
@@ -298,6 +309,15 @@ impl<'t> Builder<'t> {
                         Rule::dtype => dtype = Some(self.ident(&p)),
                         _ => dims = p.into_inner().map(|d| self.dim(d)).collect(),
                     }
+                }
+                if let Some(DimExpr::Ellipsis(at)) =
+                    dims.iter().skip(1).find(|d| matches!(d, DimExpr::Ellipsis(_)))
+                {
+                    self.diags.push(
+                        Diagnostic::error("E0009", "`...` must be the first dimension")
+                            .at(*at, "`...` stands for the leading dimensions")
+                            .with_help("move `...` to the front, e.g. `[..., T, d]`"),
+                    );
                 }
                 TypeExpr::Tensor { dtype, dims, span }
             }

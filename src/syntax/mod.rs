@@ -221,7 +221,7 @@ mod tests {
     fn every_syntax_error_code_is_documented() {
         let docs = include_str!("../../docs/errors.md");
         assert!(docs.contains("## Syntax (E00xx)"));
-        for code in ["E0001", "E0002", "E0003", "E0004", "E0005", "E0006", "E0007"] {
+        for code in ["E0001", "E0002", "E0003", "E0004", "E0005", "E0006", "E0007", "E0008", "E0009"] {
             assert!(docs.contains(&format!("### {code}:")), "{code} is not explained in docs/errors.md");
         }
     }
