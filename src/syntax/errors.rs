@@ -60,7 +60,12 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> D
         || attempts.as_ref().is_some_and(|a| {
             a.call_stacks().iter().any(|c| matches!(c.deepest.get_rule(), Some(Rule::key_path | Rule::entry)))
         });
-    let expected = Expected::new(&positives, &literals);
+    let mut expected = Expected::new(&positives, &literals);
+    if expected.name && chunk[..pos].ends_with('.') {
+        // `x.` followed by something other than a name (`x.0`, `2.`).
+        expected.name = false;
+        expected.tokens.push("a field name");
+    }
     let message = match expected.describe() {
         Some(what) => format!("expected {what}, found {found_words}"),
         None => format!("unexpected {found_words}"),
