@@ -7,6 +7,7 @@ pub mod ast;
 mod build;
 mod dump;
 mod errors;
+mod recover;
 mod scan;
 
 pub use dump::dump;
@@ -55,7 +56,7 @@ fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     // parses on other threads and make their messages nondeterministic.
     pest::set_error_detail(true);
     if whole.diags.is_empty()
-        && let Some(items) = parse_chunk(file, text, text, 0, &mut diags)
+        && let Some(items) = parse_chunk(file, text, text, 0, false, &mut diags)
     {
         return (ast::File { file, items }, diags);
     }
@@ -76,7 +77,7 @@ fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
             continue;
         }
         diags.extend(lexical.diags);
-        if let Some(chunk_items) = parse_chunk(file, text, chunk, range.start, &mut diags) {
+        if let Some(chunk_items) = parse_chunk(file, text, chunk, range.start, true, &mut diags) {
             items.extend(chunk_items);
         }
     }
@@ -88,14 +89,15 @@ fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     (ast::File { file, items }, diags)
 }
 
-/// Parses `chunk`, which starts at byte `base` of `text`. Returns `None` (with a diagnostic)
-/// when pest rejects the chunk; AST-level problems (bad literals, reserved names) are reported
-/// without dropping the items.
+/// Parses `chunk`, which starts at byte `base` of `text`. Returns `None` (with diagnostics)
+/// when pest rejects the chunk, after looking for `later_errors` in the rest of the item's body;
+/// AST-level problems (bad literals, reserved names) are reported without dropping the items.
 fn parse_chunk(
     file: FileId,
     text: &str,
     chunk: &str,
     base: usize,
+    later_errors: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<ast::Item>> {
     match ModelParser::parse(Rule::file, chunk) {
@@ -106,9 +108,39 @@ fn parse_chunk(
             Some(items)
         }
         Err(err) => {
-            diags.push(errors::from_pest(file, chunk, base, &err));
+            let first = errors::from_pest(file, chunk, base, &err, errors::End::OfInput);
+            let first_pos = first.primary_span().map_or(0, |s| s.start as usize - base);
+            diags.push(first);
+            if later_errors {
+                report_later_errors(file, chunk, base, first_pos, diags);
+            }
             None
         }
+    }
+}
+
+/// At most this many further errors are reported per item, after the first.
+const MAX_LATER_ERRORS_PER_ITEM: usize = 10;
+
+/// After the first error in the item in `chunk` (at offset `first_pos`), looks for more
+/// errors in the rest of its body; see [`recover`].
+fn report_later_errors(
+    file: FileId,
+    chunk: &str,
+    base: usize,
+    first_pos: usize,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(body) = recover::item_body(chunk) else { return };
+    let mut after = first_pos;
+    for _ in 0..MAX_LATER_ERRORS_PER_ITEM {
+        let Some(&start) = body.resume_points.iter().find(|&&p| p > after) else { return };
+        let fragment = &chunk[start..body.range.end];
+        let Err(err) = ModelParser::parse(body.kind.rule(), fragment) else { return };
+        let diag = errors::from_pest(file, fragment, base + start, &err, errors::End::OfBody);
+        // Each error moves on to a later resume point, so the loop always progresses.
+        after = diag.primary_span().map_or(start, |s| (s.start as usize - base).max(start));
+        diags.push(diag);
     }
 }
 
