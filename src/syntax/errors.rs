@@ -1,5 +1,6 @@
-//! Turns a pest parse error into a [`Diagnostic`] (E0001) that says, in words, what was
-//! expected and what was found; pest's rule names never reach the user.
+//! Turns a pest parse error into a [`Diagnostic`] (E0001, or E0006 when pest's own stack guard
+//! stops it) that says, in words, what was expected and what was found; pest's rule names never
+//! reach the user.
 
 use super::Rule;
 use crate::diag::Diagnostic;
@@ -55,7 +56,7 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>, end:
             (a.max_position, expectation(chunk, a.max_position, &rules, &max_tokens))
         });
     let (pos, mut expected) = match further {
-        Some((pos, expected)) if expected.describe(end).is_some() => (pos, expected),
+        Some((pos, expected)) if expected.describe().is_some() => (pos, expected),
         _ => {
             let literals = match &attempts {
                 Some(a) if a.max_position == rule_pos => max_tokens.clone(),
@@ -81,7 +82,7 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>, end:
         expected.end_of_input = false;
         expected.tokens.insert(0, "`}`");
     }
-    let message = match expected.describe(end) {
+    let message = match expected.describe() {
         Some(what) => format!("expected {what}, found {found_words}"),
         None => format!("unexpected {}", found_words.trim_start_matches("a ")),
     };
@@ -116,7 +117,10 @@ fn starts_construct(rule: Rule) -> bool {
     use Rule::*;
     matches!(
         rule,
-        file | use_item
+        file | member_list
+            | stmt_list
+            | entry_list
+            | use_item
             | module_item
             | fn_decl
             | data_item
@@ -259,7 +263,7 @@ impl Expected {
     }
 
     /// "a member (...) or `}`".
-    fn describe(&self, end: End) -> Option<String> {
+    fn describe(&self) -> Option<String> {
         let mut parts: Vec<&str> = Vec::new();
         // Closing delimiters first: forgetting one is the most common mistake.
         parts.extend(self.tokens.iter().copied().filter(|t| matches!(*t, "`}`" | "`)`" | "`]`")));
@@ -289,7 +293,7 @@ impl Expected {
         }
         parts.extend(self.tokens.iter().copied().filter(|t| !matches!(*t, "`}`" | "`)`" | "`]`")));
         if self.end_of_input {
-            parts.push(if end == End::OfBody { "`}`" } else { "end of input" });
+            parts.push("end of input");
         }
         match parts.as_slice() {
             [] => None,
