@@ -682,6 +682,8 @@ impl<'t> Builder<'t> {
             Rule::float => self.float(&pair),
             Rule::string => ExprKind::Str(self.string(pair)),
             Rule::bool_lit => ExprKind::Bool(pair.as_str() == "true"),
+            // `None` as a value (an absent optional argument); as an index it is `NewAxis`.
+            Rule::none_lit => ExprKind::Name("None".to_string()),
             Rule::ident => ExprKind::Name(pair.as_str().to_string()),
             Rule::block => ExprKind::Block(self.block(pair)),
             Rule::if_expr => self.if_expr(pair),
