@@ -1,7 +1,8 @@
 //! Bounded property tests of the parser: on random bytes, random token soup and randomly
-//! mutated copies of the `tests/ui` cases, `syntax::parse` never panics, every diagnostic
-//! span lies inside the text, and dumping and rendering the result never panics either.
-//! Seeded, so a failure reproduces; the printed case index and text identify it.
+//! mutated copies of the project's `.model` files (tests/ui, stdlib, models), `syntax::parse`
+//! never panics, every diagnostic span lies inside the text, and dumping and rendering the
+//! result never panics either. Seeded, so a failure reproduces; the printed case index and
+//! text identify it. Also checks that the shipped stdlib and example models parse cleanly.
 
 use modelc::diag::{self, RenderOptions};
 use modelc::source::{FileId, SourceMap, Span};
@@ -175,10 +176,32 @@ fn token_soup_never_panics() {
     }
 }
 
-#[test]
-fn mutated_ui_cases_never_panic() {
+/// The `.model` files of the project: test cases, the standard library and the examples.
+fn corpus() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut corpus = Vec::new();
-    collect_models(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui"), &mut corpus);
+    for dir in ["tests/ui", "stdlib", "models"] {
+        collect_models(&root.join(dir), &mut corpus);
+    }
+    corpus
+}
+
+#[test]
+fn shipped_model_files_parse_cleanly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut shipped = Vec::new();
+    collect_models(&root.join("stdlib"), &mut shipped);
+    collect_models(&root.join("models"), &mut shipped);
+    for (path, text) in &shipped {
+        let (ast, diags) = syntax::parse(FileId(0), text);
+        assert!(diags.is_empty(), "{path}: {:?}", diags.first());
+        assert!(!ast.items.is_empty(), "{path}: no items");
+    }
+}
+
+#[test]
+fn mutated_model_files_never_panic() {
+    let corpus: Vec<String> = corpus().into_iter().map(|(_, text)| text).collect();
     assert!(corpus.len() >= 20, "expected the tests/ui corpus, found {} files", corpus.len());
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for index in 0..CASES_PER_KIND {
@@ -190,7 +213,7 @@ fn mutated_ui_cases_never_panic() {
     }
 }
 
-fn collect_models(dir: &Path, out: &mut Vec<String>) {
+fn collect_models(dir: &Path, out: &mut Vec<(String, String)>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -199,7 +222,7 @@ fn collect_models(dir: &Path, out: &mut Vec<String>) {
         } else if path.extension().is_some_and(|e| e == "model")
             && let Ok(text) = std::fs::read_to_string(&path)
         {
-            out.push(text);
+            out.push((path.display().to_string(), text));
         }
     }
 }
