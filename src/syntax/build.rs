@@ -299,7 +299,20 @@ impl<'t> Builder<'t> {
         let Some(inner) = pair.into_inner().next() else { return TypeExpr::Tuple(Vec::new(), span) };
         match inner.as_rule() {
             Rule::tuple_type => {
-                TypeExpr::Tuple(inner.into_inner().map(|t| self.type_expr(t)).collect(), span)
+                let mut types = Vec::new();
+                let mut commas = 0;
+                for p in inner.into_inner() {
+                    if p.as_rule() == Rule::comma {
+                        commas += 1;
+                    } else {
+                        types.push(self.type_expr(p));
+                    }
+                }
+                // As in expressions, `(T)` is just `T`; `(T,)` is a one-element tuple.
+                if types.len() == 1 && commas == 0 {
+                    return types.remove(0);
+                }
+                TypeExpr::Tuple(types, span)
             }
             Rule::tensor_type => {
                 let mut dtype = None;
