@@ -12,7 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-const CASES_PER_KIND: usize = 1000;
+/// Cases per generator; `MODELC_FUZZ_CASES=50000 cargo test --test fuzz_parse` runs a longer
+/// search (the seeds stay fixed, so a larger count extends the same sequence).
+fn cases_per_kind() -> usize {
+    std::env::var("MODELC_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+}
 
 /// Tokens of the language plus a few troublemakers.
 const VOCAB: &[&str] = &[
@@ -153,7 +157,7 @@ fn assert_span_inside(span: Span, text: &str, what: &str) {
 #[test]
 fn random_bytes_never_panic() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for index in 0..CASES_PER_KIND {
+    for index in 0..cases_per_kind() {
         let len = rng.random_range(0..200);
         let bytes: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
         check(index, "random bytes", &String::from_utf8_lossy(&bytes));
@@ -163,7 +167,7 @@ fn random_bytes_never_panic() {
 #[test]
 fn token_soup_never_panics() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    for index in 0..CASES_PER_KIND {
+    for index in 0..cases_per_kind() {
         let len = rng.random_range(0..80);
         let mut text = String::new();
         for _ in 0..len {
@@ -204,7 +208,7 @@ fn mutated_model_files_never_panic() {
     let corpus: Vec<String> = corpus().into_iter().map(|(_, text)| text).collect();
     assert!(corpus.len() >= 20, "expected the tests/ui corpus, found {} files", corpus.len());
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for index in 0..CASES_PER_KIND {
+    for index in 0..cases_per_kind() {
         let mut text = corpus[rng.random_range(0..corpus.len())].clone();
         for _ in 0..rng.random_range(1..4) {
             text = mutate(&mut rng, &text);
