@@ -62,7 +62,8 @@ fn summary_prints_the_parameter_count() {
 
 #[test]
 fn ir_prints_the_graph_with_args_and_dims() {
-    let (code, out, err) = modelc(&["ir", "models/austen_lm.model", "--arg", "layers=1", "--dim", "B=2", "--dim", "T=8"]);
+    let (code, out, err) =
+        modelc(&["ir", "models/austen_lm.model", "--arg", "layers=1", "--dim", "B=2", "--dim", "T=8"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("graph AustenLM.forward {"), "{out}");
     assert!(out.contains("input ids: i32[2, 8]"), "{out}");

@@ -1,8 +1,8 @@
 //! Elaboration of the example models: they check cleanly, their graphs verify, their IR is
 //! snapshotted, and the parameter count of the transformer LM matches a hand count.
 
-use modelc::diag::{render_all, RenderOptions};
-use modelc::elab::{check_program, elaborate_model, summarize, ElabOptions, Program};
+use modelc::diag::{RenderOptions, render_all};
+use modelc::elab::{ElabOptions, Program, check_program, elaborate_model, summarize};
 use modelc::ir::{print_graph, verify};
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,8 @@ fn austen_lm_parameter_count_matches_hand_count() {
     let (vocab, d, ctx, hidden, layers) = (96u64, 128u64, 64u64, 512u64, 2u64);
     let linear = |i: u64, o: u64| i * o + o;
     let layer_norm = 2 * d;
-    let block = layer_norm + linear(d, 3 * d) + linear(d, d) + layer_norm + linear(d, hidden) + linear(hidden, d);
+    let block =
+        layer_norm + linear(d, 3 * d) + linear(d, d) + layer_norm + linear(d, hidden) + linear(hidden, d);
     let hand = vocab * d + ctx * d + layers * block + layer_norm + linear(d, vocab);
     assert_eq!(hand, 429_664);
 
@@ -79,7 +80,8 @@ fn austen_lm_moe_variant_elaborates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/austen_lm.model");
     let prog = Program::load(&path);
     let args = vec![("experts".to_string(), modelc::elab::value::Value::Int(4))];
-    let e = elaborate_model(&prog, "AustenLM", &args, &ElabOptions::default()).expect("MoE variant elaborates");
+    let e =
+        elaborate_model(&prog, "AustenLM", &args, &ElabOptions::default()).expect("MoE variant elaborates");
     assert_eq!(e.graph.outputs.len(), 2);
     assert_eq!(e.graph.ty(e.graph.outputs[1].node).shape, Vec::<usize>::new());
     assert!(e.graph.params.iter().any(|p| p.path == "blocks.1.ffn.w1" && p.ty.shape == vec![4, 128, 512]));

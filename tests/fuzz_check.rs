@@ -3,20 +3,55 @@
 //! check train blocks) and never panic; every diagnostic renders. Seeded, so a failure
 //! reproduces from the printed case.
 
-use modelc::diag::{render_all, RenderOptions};
-use modelc::elab::{check_program, ElabOptions, Program};
+use modelc::diag::{RenderOptions, render_all};
+use modelc::elab::{ElabOptions, Program, check_program};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 const CASES: usize = 600;
 
 const NUMBERS: &[&str] = &["0", "-1", "1", "3", "7", "64", "4096", "99999999999", "1e30", "0.5", "-0.0"];
 const SNIPPETS: &[&str] = &[
-    "x", "d", "B", "T", "(", ")", "[", "]", "{", "}", ",", ":", "=", "+", "*", "@", "/", "%", "..", "...", "None",
-    "true", "if", "for", "let", "fn", "param", "[d; 3]", "x.reshape(-1)", "self", "forward", "sum(x)", "x[0]",
-    "i32", "f32", "-", "\"s\"", "Linear(2, 3)",
+    "x",
+    "d",
+    "B",
+    "T",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    "+",
+    "*",
+    "@",
+    "/",
+    "%",
+    "..",
+    "...",
+    "None",
+    "true",
+    "if",
+    "for",
+    "let",
+    "fn",
+    "param",
+    "[d; 3]",
+    "x.reshape(-1)",
+    "self",
+    "forward",
+    "sum(x)",
+    "x[0]",
+    "i32",
+    "f32",
+    "-",
+    "\"s\"",
+    "Linear(2, 3)",
 ];
 
 fn corpus() -> Vec<(PathBuf, String)> {

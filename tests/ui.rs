@@ -19,7 +19,12 @@ fn ui() {
             let text = std::fs::read_to_string(path).expect("test case is readable UTF-8");
             let name = path.strip_prefix(&ui_dir).unwrap_or(path).to_string_lossy().replace('\\', "/");
             let output = run_case(&name, &text);
-            insta::assert_snapshot!(output);
+            // Name snapshots after the path below tests/ui, not after insta's default (the path
+            // below the common prefix of all cases), so adding a case directory elsewhere does
+            // not rename every existing snapshot.
+            insta::with_settings!({ snapshot_suffix => name.replace('/', "__") }, {
+                insta::assert_snapshot!(output);
+            });
         });
     });
 }

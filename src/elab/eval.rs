@@ -2064,6 +2064,6 @@ pub fn elaborate_model_at(
         return Err(el.diags);
     }
     let instances = super::summary::instance_infos(&mut el, root);
-    warnings.extend(el.diags.drain(..));
+    warnings.append(&mut el.diags);
     Ok(Elaborated { graph: el.graph, instances, dims: used_dims, warnings })
 }
