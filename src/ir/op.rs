@@ -224,7 +224,8 @@ pub enum Op {
         axis: u32,
     },
     /// Uniform random numbers in `[0, 1)`, f32, in the node's shape: a pure function of the
-    /// i32 scalar key argument, the stream number and the element's linear index.
+    /// i32 scalar key argument, the stream number and the element's linear index, defined
+    /// exactly by [`random_uniform_value`].
     RandomUniform {
         stream: u32,
     },
@@ -295,6 +296,39 @@ pub enum Op {
     TopK {
         k: usize,
     },
+}
+
+/// The reference definition of [`Op::RandomUniform`]: element `index` (the row-major linear
+/// index modulo 2^32) of stream `stream` under the i32 scalar `key`, in `[0, 1)`.
+///
+/// Only 32-bit wrapping multiply, xor, shift and add are used, so a vectorised kernel can
+/// reproduce it bit for bit with i32x4 operations:
+///
+/// ```text
+/// mix(x)  = x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
+///           (Wellons' "lowbias32" finaliser, a bijection of u32; `>>` is logical)
+/// seed    = mix(mix(key as u32) ^ stream)            (once per op)
+/// h       = mix(mix(index ^ seed) + seed)            (per element, `+` wrapping)
+/// value   = (h >> 8) as f32 * 2^-24                  (the top 24 bits; exact in f32)
+/// ```
+///
+/// The seed enters twice so that two streams are unrelated sequences rather than shifted
+/// copies of each other. Values are multiples of 2^-24 from 0 to 1 - 2^-24.
+pub fn random_uniform_value(key: i32, stream: u32, index: u32) -> f32 {
+    let seed = random_mix32(random_mix32(key as u32) ^ stream);
+    let h = random_mix32(random_mix32(index ^ seed).wrapping_add(seed));
+    // h >> 8 < 2^24 is exactly representable, and so is the product with 2^-24.
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+/// The 32-bit finaliser of [`random_uniform_value`] ("lowbias32" by Chris Wellons).
+pub fn random_mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
 }
 
 /// How the scheduler and cost model see an op.
