@@ -328,15 +328,16 @@ pub enum Op {
 /// ```text
 /// mix(x)  = x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
 ///           (Wellons' "lowbias32" finaliser, a bijection of u32; `>>` is logical)
-/// seed    = mix(mix(key as u32) ^ stream)            (once per op)
-/// h       = mix(mix(index ^ seed) + seed)            (per element, `+` wrapping)
-/// value   = (h >> 8) as f32 * 2^-24                  (the top 24 bits; exact in f32)
+/// seed    = mix(mix(key as u32 ^ 0x9e3779b9) ^ stream)   (once per op)
+/// h       = mix(mix(index ^ seed) + seed)                (per element, `+` wrapping)
+/// value   = (h >> 8) as f32 * 2^-24                      (the top 24 bits; exact in f32)
 /// ```
 ///
 /// The seed enters twice so that two streams are unrelated sequences rather than shifted
-/// copies of each other. Values are multiples of 2^-24 from 0 to 1 - 2^-24.
+/// copies of each other; the golden-ratio constant keeps key 0, stream 0, index 0 away from
+/// the fixed point `mix(0) == 0`. Values are multiples of 2^-24 from 0 to 1 - 2^-24.
 pub fn random_uniform_value(key: i32, stream: u32, index: u32) -> f32 {
-    let seed = random_mix32(random_mix32(key as u32) ^ stream);
+    let seed = random_mix32(random_mix32(key as u32 ^ 0x9e37_79b9) ^ stream);
     let h = random_mix32(random_mix32(index ^ seed).wrapping_add(seed));
     // h >> 8 < 2^24 is exactly representable, and so is the product with 2^-24.
     (h >> 8) as f32 * (1.0 / 16_777_216.0)
