@@ -700,18 +700,18 @@ fn bad_arguments_are_errors_not_panics() {
     g.add_output("w", wn);
     let good_x = i32s(&[2, 3], &[0; 6]);
     let good_m = i32s(&[2], &[0, 1]);
-    let good_w = f32s(&[4, 8], &[0.0; 32]);
-    assert!(run::<f32>(&g, &[good_x.clone(), good_m.clone()], &[good_w.clone()]).is_ok());
+    let good_w = [f32s(&[4, 8], &[0.0; 32])];
+    assert!(run::<f32>(&g, &[good_x.clone(), good_m.clone()], &good_w).is_ok());
 
-    let err = run::<f32>(&g, &[i32s(&[3, 2], &[0; 6]), good_m.clone()], &[good_w.clone()]).unwrap_err();
+    let err = run::<f32>(&g, &[i32s(&[3, 2], &[0; 6]), good_m.clone()], &good_w).unwrap_err();
     assert_eq!(err.to_string(), "input `tokens`: expected i32[2, 3], found i32[3, 2]");
     let err = run::<f32>(&g, &[good_x.clone(), good_m.clone()], &[f32s(&[8, 4], &[0.0; 32])]).unwrap_err();
     assert_eq!(err.to_string(), "param `embed.weight`: expected f32[4, 8], found f32[8, 4]");
-    let err = run::<f32>(&g, &[f32s(&[2, 3], &[0.0; 6]), good_m.clone()], &[good_w.clone()]).unwrap_err();
+    let err = run::<f32>(&g, &[f32s(&[2, 3], &[0.0; 6]), good_m.clone()], &good_w).unwrap_err();
     assert_eq!(err.to_string(), "input `tokens`: expected i32[2, 3], found f32[2, 3]");
-    let err = run::<f32>(&g, &[good_x.clone(), i32s(&[2], &[0, 2])], &[good_w.clone()]).unwrap_err();
+    let err = run::<f32>(&g, &[good_x.clone(), i32s(&[2], &[0, 2])], &good_w).unwrap_err();
     assert!(matches!(err, InterpError::NotBool { .. }), "{err}");
-    let err = run::<f32>(&g, &[good_x.clone()], &[good_w.clone()]).unwrap_err();
+    let err = run::<f32>(&g, std::slice::from_ref(&good_x), &good_w).unwrap_err();
     assert_eq!(err.to_string(), "expected 2 input(s), got 1");
     let err = run::<f32>(&g, &[good_x, good_m], &[]).unwrap_err();
     assert_eq!(err.to_string(), "expected 1 param(s), got 0");

@@ -518,8 +518,7 @@ impl RandomGraph {
                 let b = if transpose_b { g.add(Op::Permute { perm: swap.clone() }, &[b], None) } else { b };
                 let a = if rng.random_bool(0.5) {
                     let t = g.add(Op::Permute { perm: swap.clone() }, &[x], None);
-                    let back = g.add(Op::Permute { perm: swap }, &[t], None);
-                    back
+                    g.add(Op::Permute { perm: swap }, &[t], None)
                 } else {
                     x
                 };
