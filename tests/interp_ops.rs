@@ -733,3 +733,100 @@ fn an_invalid_graph_is_reported() {
     let err = run::<f32>(&g, &[f32s(&[3], &[0.0; 3])], &[]).unwrap_err();
     assert!(matches!(err, InterpError::InvalidGraph { .. }), "{err}");
 }
+
+#[test]
+fn layout_and_indexing_ops_carry_ints_and_bools() {
+    let b = TensorType::new(DType::Bool, vec![2, 3]);
+    let bools = i32s(&[2, 3], &[1, 0, 0, 0, 1, 1]);
+    let perm = eval_typed(
+        Op::Permute { perm: vec![1, 0] },
+        std::slice::from_ref(&b),
+        std::slice::from_ref(&bools),
+        None,
+    );
+    assert_eq!(i32_data(&perm), [1, 0, 0, 1, 0, 1]);
+    let pad = eval_typed(
+        Op::Pad { axis: 1, lo: 1, hi: 0, interior: 0 },
+        std::slice::from_ref(&b),
+        std::slice::from_ref(&bools),
+        None,
+    );
+    assert_eq!(i32_data(&pad), [0, 1, 0, 0, 0, 0, 1, 1]);
+    let slice = eval_typed(
+        Op::Slice { axis: 1, start: 0, end: 3, step: 2 },
+        std::slice::from_ref(&b),
+        std::slice::from_ref(&bools),
+        None,
+    );
+    assert_eq!(i32_data(&slice), [1, 0, 0, 1]);
+    let cat =
+        eval_typed(Op::Concat { axis: 0 }, &[b.clone(), b.clone()], &[bools.clone(), bools.clone()], None);
+    assert_eq!(cat.shape(), &[4, 3]);
+    let table = TensorType::new(DType::Bool, vec![2, 3]);
+    let idx = TensorType::new(DType::I32, vec![3]);
+    let gathered = eval_typed(Op::Gather, &[table, idx], &[bools, i32s(&[3], &[1, 5, 0])], None);
+    assert_eq!(i32_data(&gathered), [0, 1, 1, 0, 0, 0, 1, 0, 0]);
+    let ints = i32s(&[2, 2], &[1, 2, 3, 4]);
+    let bc = eval(Op::Broadcast, &[i32s(&[1, 2], &[7, 8])], Some(TensorType::new(DType::I32, vec![3, 2])));
+    assert_eq!(i32_data(&bc), [7, 8, 7, 8, 7, 8]);
+    let flat = eval(Op::Reshape, &[ints], Some(TensorType::new(DType::I32, vec![4])));
+    assert_eq!(i32_data(&flat), [1, 2, 3, 4]);
+}
+
+/// f32 and f64 evaluation of the same graph agree to f32 precision: the generic evaluator
+/// does the same thing in both element types.
+#[test]
+fn f32_and_f64_evaluation_agree() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut g = Graph::new("mix");
+    let x = g.add_input("x", TensorType::f32(vec![3, 5]), None);
+    let w = g.add_input("w", TensorType::f32(vec![5, 4]), None);
+    let h = g.add(Op::MatMul { trans_a: false, trans_b: false }, &[x, w], None);
+    let t = g.unary(UnaryOp::Tanh, h);
+    let e = g.unary(UnaryOp::Erf, t);
+    let s = g.unary(UnaryOp::Sigmoid, e);
+    let m = g.reduce(ReduceOp::Max, s, vec![1]);
+    let mb = g.add(Op::Broadcast, &[m], Some(TensorType::f32(vec![3, 4])));
+    let d = g.binary(BinaryOp::Sub, s, mb);
+    let ex = g.unary(UnaryOp::Exp, d);
+    let cs = g.add(Op::Cumsum { axis: 1, reverse: true }, &[ex], None);
+    let r = g.binary(BinaryOp::Rem, cs, ex);
+    g.add_output("cs", cs);
+    g.add_output("r", r);
+    let xs = random_f64(&mut rng, &[3, 5]).mapv(|v| v as f32);
+    let ws = random_f64(&mut rng, &[5, 4]).mapv(|v| v as f32);
+    let ins = [Tensor::F32(xs.clone()), Tensor::F32(ws.clone())];
+    let single = run::<f32>(&g, &ins, &[]).expect("runs");
+    let double = run_f64(&g, &[Value::Float(xs.mapv(f64::from)), Value::Float(ws.mapv(f64::from))], &[])
+        .expect("runs");
+    for ((name, a), (_, b)) in single.outputs.iter().zip(&double.outputs) {
+        let a = f32_data(a);
+        let b = f64_data(b);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((f64::from(*x) - y).abs() <= 1e-5 * y.abs().max(1.0), "{name}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn empty_tensors_do_not_panic() {
+    let mm =
+        eval(Op::MatMul { trans_a: false, trans_b: false }, &[f32s(&[2, 0], &[]), f32s(&[0, 3], &[])], None);
+    assert_eq!(f32_data(&mm), [0.0; 6]);
+    let mm0 = eval(
+        Op::MatMul { trans_a: true, trans_b: false },
+        &[f32s(&[4, 0], &[]), f32s(&[4, 3], &[0.0; 12])],
+        None,
+    );
+    assert_eq!(mm0.shape(), &[0, 3]);
+    let g = eval(Op::Gather, &[f32s(&[3, 2], &[0.0; 6]), i32s(&[0], &[])], None);
+    assert_eq!(g.shape(), &[0, 2]);
+    let s = eval(Op::ScatterAdd { rows: 2 }, &[i32s(&[0], &[]), f32s(&[0, 3], &[])], None);
+    assert_eq!(f32_data(&s), [0.0; 6]);
+    let am = eval(Op::ArgMax { axis: 1 }, &[f32s(&[2, 0], &[])], None);
+    assert_eq!(i32_data(&am), [0, 0]);
+    let cs = eval(Op::Cumsum { axis: 0, reverse: true }, &[f32s(&[0, 2], &[])], None);
+    assert_eq!(cs.shape(), &[0, 2]);
+    let tk = eval(Op::TopK { k: 2 }, &[f32s(&[0, 3], &[])], None);
+    assert_eq!(tk.shape(), &[0, 2]);
+}

@@ -1,7 +1,12 @@
 //! Constant folding. The IR has only splat constants ([`Op::Const`]: one scalar for the whole
 //! shape), and folding keeps it that way: it replaces a node by a `Const` only when its value
 //! is again one scalar everywhere. Elementwise ops on constants are evaluated with the
-//! interpreter's own scalar semantics (in f64), so folding never changes what a graph means.
+//! interpreter's own scalar semantics, so folding never changes what a graph means.
+//!
+//! Folding computes in f64 from the stored constants, exactly as the f64 interpreter would.
+//! An f32 evaluation of the unfolded graph rounds each constant and each intermediate to f32,
+//! so there the folded constant can differ in the last bits (a constant that is not an f32,
+//! such as 16777217, can even cast to a different int); both back ends run the folded graph.
 
 use super::rebuild::Rebuild;
 use crate::interp::eval_const_elementwise;
