@@ -266,6 +266,28 @@ fn arithmetic_identities() {
 }
 
 #[test]
+fn selects_with_known_conditions_or_equal_branches() {
+    let pick = |cond: f64, same: bool| {
+        let mut g = Graph::new("select");
+        let a = f32_input(&mut g, "a", &[3]);
+        let b = f32_input(&mut g, "b", &[3]);
+        let c = g.constant(cond, TensorType::new(DType::Bool, vec![3]));
+        let y = g.add(Op::Select, &[c, a, if same { a } else { b }], None);
+        g.add_output("y", y);
+        let out = simplified(&g);
+        (out.len(), out.node(out.outputs[0].node).op.clone())
+    };
+    assert_eq!(pick(1.0, false), (1, Op::Input { index: 0 }));
+    assert_eq!(pick(0.0, false), (1, Op::Input { index: 1 }));
+    let mut g = Graph::new("select_same");
+    let a = f32_input(&mut g, "a", &[3]);
+    let c = g.add_input("c", TensorType::new(DType::Bool, vec![3]), None);
+    let y = g.add(Op::Select, &[c, a, a], None);
+    g.add_output("y", y);
+    assert_eq!(node_lines(&simplified(&g)), ["%0: f32[3] = input 0"]);
+}
+
+#[test]
 fn permutes_compose_and_identities_vanish() {
     let two = simplify_unary_chain(&[2, 3, 4], |g, x| {
         let a = g.add(Op::Permute { perm: vec![2, 0, 1] }, &[x], None);

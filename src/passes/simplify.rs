@@ -118,6 +118,13 @@ fn rewrite(rb: &mut Rebuild<'_>, id: NodeId, args: &[NodeId]) -> Option<NodeId> 
             let op = Op::MatMul { trans_a: *trans_a != flip_a, trans_b: *trans_b != flip_b };
             Some(rb.add(id, op, &[a, b], ty))
         }
+        Op::Select => match rb.node(args[0]).op {
+            // ;; select(true, a, b) == a
+            // ;; select(false, a, b) == b
+            Op::Const { value } => Some(if value != 0.0 { args[1] } else { args[2] }),
+            // ;; select(c, a, a) == a
+            _ => (args[1] == args[2]).then_some(args[1]),
+        },
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Const { .. }
@@ -125,7 +132,6 @@ fn rewrite(rb: &mut Rebuild<'_>, id: NodeId, args: &[NodeId]) -> Option<NodeId> 
         | Op::RandomUniform { .. }
         | Op::Unary(_)
         | Op::Binary(_)
-        | Op::Select
         | Op::ArgMax { .. }
         | Op::Gather
         | Op::ScatterAdd { .. }
