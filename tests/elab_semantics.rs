@@ -150,7 +150,8 @@ model Att() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let x = random_tensor(&e.graph.inputs[0].ty, &mut rng, 2);
     let params = random_params(&e.graph, &mut rng);
-    let a = f32s(&interp::run::<f64>(&e.graph, std::slice::from_ref(&x), &params).expect("runs").outputs[0].1);
+    let a =
+        f32s(&interp::run::<f64>(&e.graph, std::slice::from_ref(&x), &params).expect("runs").outputs[0].1);
     // Change only the last two positions.
     let Tensor::F32(mut x2) = x else { unreachable!() };
     for t in 3..5 {
@@ -176,7 +177,8 @@ model H() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let x = random_tensor(&e.graph.inputs[0].ty, &mut rng, 2);
     let params = random_params(&e.graph, &mut rng);
-    let a = f32s(&interp::run::<f64>(&e.graph, std::slice::from_ref(&x), &params).expect("runs").outputs[0].1);
+    let a =
+        f32s(&interp::run::<f64>(&e.graph, std::slice::from_ref(&x), &params).expect("runs").outputs[0].1);
     let Tensor::F32(mut x2) = x else { unreachable!() };
     for c in 0..8 {
         x2[[0, 3, c]] -= 0.5;

@@ -279,20 +279,34 @@ impl<'p> Elaborator<'p> {
         Some(())
     }
 
-    fn tensor_arg(&mut self, a: &Args, i: usize, name: &str) -> Option<NodeId> {
+    /// The argument at position `i` or named `name`, converted by `extract`; a missing one
+    /// takes `default`; otherwise reports E0308 (wrong kind, saying `what` was expected) or
+    /// E0303 (missing).
+    fn typed_arg<T>(
+        &mut self,
+        a: &Args,
+        i: usize,
+        name: &str,
+        default: Option<T>,
+        what: &str,
+        extract: impl Fn(&Value) -> Option<T>,
+    ) -> Option<T> {
         match a.get(i, name).map(|x| &x.value) {
-            Some(Value::Tensor(n)) => Some(*n),
             Some(Value::Poison) => None,
-            Some(other) => {
-                self.err_at(
-                    "E0308",
-                    a.span_of(i, name),
-                    format!("argument `{name}` of `{}` must be a tensor, found {}", a.name, other.kind()),
-                    "not a tensor",
-                    None,
-                );
-                None
-            }
+            Some(v) => match extract(v) {
+                Some(t) => Some(t),
+                None => {
+                    self.err_at(
+                        "E0308",
+                        a.span_of(i, name),
+                        format!("argument `{name}` of `{}` must be {what}, found {}", a.name, v.kind()),
+                        format!("not {what}"),
+                        None,
+                    );
+                    None
+                }
+            },
+            None if default.is_some() => default,
             None => {
                 self.err_at(
                     "E0303",
@@ -304,81 +318,31 @@ impl<'p> Elaborator<'p> {
                 None
             }
         }
+    }
+
+    fn tensor_arg(&mut self, a: &Args, i: usize, name: &str) -> Option<NodeId> {
+        self.typed_arg(
+            a,
+            i,
+            name,
+            None,
+            "a tensor",
+            |v| if let Value::Tensor(n) = v { Some(*n) } else { None },
+        )
     }
 
     fn int_arg(&mut self, a: &Args, i: usize, name: &str, default: Option<i64>) -> Option<i64> {
-        match a.get(i, name).map(|x| &x.value) {
-            Some(Value::Int(v)) => Some(*v),
-            Some(Value::Poison) => None,
-            None if default.is_some() => default,
-            Some(other) => {
-                self.err_at(
-                    "E0308",
-                    a.span_of(i, name),
-                    format!("argument `{name}` of `{}` must be an int, found {}", a.name, other.kind()),
-                    "not an int",
-                    None,
-                );
-                None
-            }
-            None => {
-                self.err_at(
-                    "E0303",
-                    a.span,
-                    format!("`{}` needs the argument `{name}`", a.name),
-                    "missing argument",
-                    None,
-                );
-                None
-            }
-        }
+        self.typed_arg(a, i, name, default, "an int", |v| if let Value::Int(x) = v { Some(*x) } else { None })
     }
 
     fn float_arg(&mut self, a: &Args, i: usize, name: &str, default: Option<f64>) -> Option<f64> {
-        match a.get(i, name).map(|x| &x.value) {
-            Some(Value::Int(v)) => Some(*v as f64),
-            Some(Value::Float(v)) => Some(*v),
-            Some(Value::Poison) => None,
-            None if default.is_some() => default,
-            Some(other) => {
-                self.err_at(
-                    "E0308",
-                    a.span_of(i, name),
-                    format!("argument `{name}` of `{}` must be a number, found {}", a.name, other.kind()),
-                    "not a number",
-                    None,
-                );
-                None
-            }
-            None => {
-                self.err_at(
-                    "E0303",
-                    a.span,
-                    format!("`{}` needs the argument `{name}`", a.name),
-                    "missing argument",
-                    None,
-                );
-                None
-            }
-        }
+        self.typed_arg(a, i, name, default, "a number", num)
     }
 
     fn bool_arg(&mut self, a: &Args, i: usize, name: &str, default: bool) -> Option<bool> {
-        match a.get(i, name).map(|x| &x.value) {
-            Some(Value::Bool(v)) => Some(*v),
-            None => Some(default),
-            Some(Value::Poison) => None,
-            Some(other) => {
-                self.err_at(
-                    "E0308",
-                    a.span_of(i, name),
-                    format!("argument `{name}` of `{}` must be a bool, found {}", a.name, other.kind()),
-                    "not a bool",
-                    None,
-                );
-                None
-            }
-        }
+        self.typed_arg(a, i, name, Some(default), "a bool", |v| {
+            if let Value::Bool(b) = v { Some(*b) } else { None }
+        })
     }
 
     /// A list of ints, given either as one list argument or as the remaining positionals.
