@@ -50,7 +50,13 @@ fn a_stack_of_equal_blocks_compiles_each_distinct_kernel_once() {
     let per_block = one.schedule().kernels.len();
     assert!(one.timings().kernels_compiled >= 1);
     let mut four = Executable::new(&stack(4), &ExecOptions::default()).unwrap();
-    assert_eq!(four.schedule().kernels.len(), 4 * per_block);
+    assert_eq!(
+        four.schedule().kernels.len(),
+        4 * per_block,
+        "{}\n{}",
+        modelc::sched::print_kernels(one.schedule()),
+        modelc::sched::print_kernels(four.schedule())
+    );
     assert_eq!(four.timings().kernels_compiled, 0, "every kernel of the 4-block stack was already compiled");
     // and the shared code computes each block with its own parameters
     let x = Tensor::F32(ndarray::ArrayD::from_elem(vec![7, 13], 0.5f32));

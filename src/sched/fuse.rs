@@ -77,7 +77,6 @@ fn compose(map: &IndexMap, strides: &[i64], domain_rank: usize) -> Access {
 
 /// Which nodes own a buffer.
 pub(super) fn initial_materialized(g: &Graph) -> Vec<bool> {
-    let users = users_of(g);
     let mut mat = vec![false; g.len()];
     for id in g.node_ids() {
         let n = g.node(id);
@@ -90,8 +89,9 @@ pub(super) fn initial_materialized(g: &Graph) -> Vec<bool> {
             | Op::ScatterAdd { .. }
             | Op::Concat { .. }
             | Op::Pad { .. } => true,
-            // a reduction stays a row scalar only where it is broadcast back
-            Op::Reduce { .. } => !users[id.index()].iter().all(|u| matches!(g.node(*u).op, Op::Broadcast)),
+            // a reduction is a row scalar of its consumer's kernel where the consumer iterates
+            // over the reduced axis; lowering asks for a buffer where it does not
+            Op::Reduce { .. } => false,
             Op::Const { .. }
             | Op::Iota { .. }
             | Op::RandomUniform { .. }
@@ -141,7 +141,9 @@ fn duplicable(g: &Graph, mat: &[bool], id: NodeId) -> bool {
 }
 
 /// Materialises every non-duplicable node whose value flows into more than one kernel, so no
-/// work is repeated across kernels. Views hand the decision to the node they view.
+/// work is repeated across kernels. Views hand the decision to the node they view. One pass in
+/// reverse topological order: a node's users are final when it is visited, so materialising a
+/// shared node first lets its producers stay fused into it.
 pub(super) fn materialize_shared(g: &Graph, mat: &mut [bool]) {
     #[derive(Clone, Copy, PartialEq)]
     enum Sink {
@@ -150,46 +152,35 @@ pub(super) fn materialize_shared(g: &Graph, mat: &mut [bool]) {
         Many,
     }
     let users = users_of(g);
-    loop {
-        let mut sink = vec![Sink::None; g.len()];
-        for id in (0..g.len() as u32).rev().map(NodeId) {
-            if mat[id.index()] {
-                continue;
-            }
-            let mut s = Sink::None;
-            for u in &users[id.index()] {
-                let us = if mat[u.index()] { Sink::One(u.0) } else { sink[u.index()] };
-                s = match (s, us) {
-                    (x, Sink::None) => x,
-                    (Sink::None, y) => y,
-                    (Sink::One(a), Sink::One(b)) if a == b => Sink::One(a),
-                    _ => Sink::Many,
-                };
-            }
-            sink[id.index()] = s;
+    let mut sink = vec![Sink::None; g.len()];
+    for id in (0..g.len() as u32).rev().map(NodeId) {
+        if mat[id.index()] {
+            continue;
         }
-        let mut changed = false;
-        for id in g.node_ids() {
-            if mat[id.index()] || sink[id.index()] != Sink::Many || duplicable(g, mat, id) {
-                continue;
-            }
-            let mut target = id;
-            while matches!(g.node(target).op, Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. })
-            {
-                let a = g.node(target).args[0];
-                if mat[a.index()] {
-                    break;
-                }
-                target = a;
-            }
-            if !mat[target.index()] {
-                mat[target.index()] = true;
-                changed = true;
-            }
+        let mut s = Sink::None;
+        for u in &users[id.index()] {
+            let us = if mat[u.index()] { Sink::One(u.0) } else { sink[u.index()] };
+            s = match (s, us) {
+                (x, Sink::None) => x,
+                (Sink::None, y) => y,
+                (Sink::One(a), Sink::One(b)) if a == b => Sink::One(a),
+                _ => Sink::Many,
+            };
         }
-        if !changed {
-            return;
+        sink[id.index()] = s;
+        if s != Sink::Many || duplicable(g, mat, id) {
+            continue;
         }
+        let mut target = id;
+        while matches!(g.node(target).op, Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. }) {
+            let a = g.node(target).args[0];
+            if mat[a.index()] {
+                break;
+            }
+            target = a;
+        }
+        // a view whose source is already a buffer is duplicable, so `target` is not one
+        mat[target.index()] = true;
     }
 }
 
@@ -396,7 +387,8 @@ impl<'a> LoopBuilder<'a> {
             Op::Gather => self.lower_gather(id, map)?,
             Op::Reduce { op, axes } => {
                 let x = n.args[0];
-                if axes.is_empty() {
+                if axes.iter().all(|&a| g.shape(x)[a as usize] == 1) {
+                    // a reduction over one element is that element
                     self.lower(x, map)?
                 } else {
                     let slot = self.row_reduction(id, ReduceKind::from(*op), axes[0] as usize, map)?;
@@ -843,7 +835,7 @@ impl<'a> Builder<'a> {
         let v = lb.lower_identity(id)?;
         let map = lb.identity(shape.len());
         lb.store(buf, &shape, &map, StoreSource::Elem(v), dt);
-        if let Some(mm) = self.epilogue_target(&lb, &shape) {
+        if let Some(mm) = self.epilogue_target(&lb, &shape, buf) {
             let parts = lb.finish(true);
             self.defined_at.insert(buf, mm);
             self.attach_epilogue(mm, parts);
@@ -917,7 +909,7 @@ impl<'a> Builder<'a> {
     /// The matmul kernel whose output this elementwise kernel can run as an epilogue: the
     /// kernel reads that output (used nowhere else) at exactly its own index, has no row
     /// reductions, and reads nothing computed after the matmul.
-    fn epilogue_target(&self, lb: &LoopBuilder<'_>, shape: &[usize]) -> Option<usize> {
+    fn epilogue_target(&self, lb: &LoopBuilder<'_>, shape: &[usize], out: BufferId) -> Option<usize> {
         if !lb.reductions.is_empty() || shape.len() < 2 || shape.iter().product::<usize>() == 0 {
             return None;
         }
@@ -942,7 +934,7 @@ impl<'a> Builder<'a> {
         }
         // everything else the epilogue reads must be computed before the matmul runs
         for &b in &lb.args {
-            if b != c && self.defined_at.get(&b).is_some_and(|&d| d >= k) {
+            if b != c && b != out && self.defined_at.get(&b).is_some_and(|&d| d >= k) {
                 return None;
             }
         }
