@@ -2,6 +2,7 @@
 //! 1. a fused elementwise chain `max(a * b + c, 0)` over large f32 arrays, in GB/s counting
 //!    16 bytes per element (three reads, one write), at 1 and 2 threads;
 //! 2. schedule + compile time of a 2-block transformer forward graph built with the builder.
+//!
 //! `MODELC_BENCH_ELEMS` sets the array length (default 64M elements, 256 MiB per array).
 
 use modelc::ir::{BinaryOp, Graph, Init, NodeId, Op, ParamInfo, ReduceOp, TensorType, UnaryOp};

@@ -288,3 +288,20 @@ fn indexing_ops_match_reference() {
         }
     }
 }
+
+#[test]
+fn random_uniform_is_bit_exact_with_the_reference() {
+    for (c, shape) in SHAPES.iter().enumerate() {
+        for stream in [0u32, 7] {
+            let mut g = Graph::new(format!("random_uniform_stream{stream}"));
+            let key = input(&mut g, "key", DType::I32, &[]);
+            let ty = TensorType::f32(shape.to_vec());
+            let r = g.add(Op::RandomUniform { stream }, &[key], Some(ty));
+            let y = g.unary(UnaryOp::Neg, r);
+            g.add_output("r", r);
+            g.add_output("y", y);
+            // exact: tolerance 0
+            jit_support::check_graph_tol(&g, &g.name.clone(), c as u64, 0.0, 0.0);
+        }
+    }
+}

@@ -62,7 +62,7 @@ fn softmax_rows_match_a_direct_computation() {
     g.add_output("y", y);
     g.add_output("rowmax", m);
     let xv = f32_tensor(&[rows, cols], |i| ((i * 7919) % 23) as f32 * 0.3 - 2.0);
-    let out = run(&g, &[xv.clone()], 2);
+    let out = run(&g, std::slice::from_ref(&xv), 2);
     let x = xv.as_f32().unwrap();
     let y = out[0].as_f32().unwrap();
     for r in 0..rows {

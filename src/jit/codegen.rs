@@ -248,6 +248,8 @@ impl Gen<'_, '_> {
         })
     }
 
+    // the unroll index selects both the offset and the accumulator set
+    #[allow(clippy::needless_range_loop)]
     fn emit_pass(&mut self, p: u32, j0: Value, j1: Value) {
         let k = self.k;
         let needed = self.needed(p);
@@ -355,8 +357,8 @@ impl Gen<'_, '_> {
                 let red = &k.reductions[r];
                 let dt = k.types[red.value as usize];
                 let mut v = self.b.use_var(acc_v[ri][0]);
-                for u in 1..4 {
-                    let w = self.b.use_var(acc_v[ri][u]);
+                for &var in &acc_v[ri][1..] {
+                    let w = self.b.use_var(var);
                     v = self.combine(red.kind, dt, v, w);
                 }
                 let mut s = self.b.use_var(acc_s[ri]);

@@ -137,7 +137,7 @@ impl Executable {
                     work: l.rows() * l.inner * l.passes as usize,
                 },
                 KernelBody::MatMul(m) => Step::MatMul {
-                    mm: Box::new(m.clone()),
+                    mm: m.clone(),
                     args,
                     epilogue: m.epilogue.as_ref().map(|_| fns.next().expect("one function per epilogue")),
                 },

@@ -902,7 +902,7 @@ impl<'a> Builder<'a> {
         };
         let flops = g.node_flops(id);
         self.matmul_kernel.insert(buf, self.kernels.len());
-        self.kernels.push(Kernel { body: KernelBody::MatMul(body), args, nodes: vec![id], shape, flops });
+        self.kernels.push(Kernel { body: KernelBody::MatMul(Box::new(body)), args, nodes: vec![id], shape, flops });
         Ok(())
     }
 

@@ -183,7 +183,7 @@ impl MatMulKernel {
 #[derive(Clone, Debug, PartialEq)]
 pub enum KernelBody {
     Loop(LoopKernel),
-    MatMul(MatMulKernel),
+    MatMul(Box<MatMulKernel>),
 }
 
 /// One scheduled kernel: its body, the buffers bound to its parameters, and what it fused.

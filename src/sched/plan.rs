@@ -68,10 +68,11 @@ pub(super) fn plan_buffers(
             plan.slot_of[i] = Some(slot);
         }
         for (i, buf) in buffers.iter().enumerate() {
-            if buf.role == BufferRole::Temp && last[i] == k && first[i] != usize::MAX {
-                if let Some(s) = plan.slot_of[i] {
-                    free.push(s);
-                }
+            if buf.role == BufferRole::Temp
+                && last[i] == k
+                && let Some(s) = plan.slot_of[i]
+            {
+                free.push(s);
             }
         }
     }
