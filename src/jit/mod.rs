@@ -1,1 +1,3 @@
 //! Cranelift code generation for scheduled kernels. The only module that knows Cranelift.
+
+pub mod math;
