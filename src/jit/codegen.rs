@@ -7,7 +7,8 @@
 //! and a scalar tail. Passes with strided, indirect or sequential work (scans, arg-max, top-k,
 //! scatter) run the scalar loop only.
 
-use super::scalar_calls::{self, clif_type, emit_call, emit_transcendental};
+use super::math;
+use super::scalar_calls::{self, clif_type, emit_call};
 use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, StoreSource};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -834,7 +835,7 @@ impl Gen<'_, '_> {
             | UnaryOp::Sigmoid
             | UnaryOp::Erf
             | UnaryOp::Sin
-            | UnaryOp::Cos => emit_transcendental(self.b, op, x).expect("transcendental op"),
+            | UnaryOp::Cos => math::emit_unary(self.b, op, x),
         }
     }
 
@@ -856,7 +857,7 @@ impl Gen<'_, '_> {
                 BinaryOp::Mul => self.b.ins().fmul(a, b),
                 BinaryOp::Div => self.b.ins().fdiv(a, b),
                 BinaryOp::Rem => emit_call(self.b, scalar_calls::rem_f32_fn(), &[a, b]),
-                BinaryOp::Pow => emit_call(self.b, scalar_calls::pow_f32_fn(), &[a, b]),
+                BinaryOp::Pow => math::emit_pow(self.b, a, b),
                 BinaryOp::Max if relu_zero.is_some() => {
                     // max(x, 0) without fmax's ~10-instruction NaN/zero-sign expansion: take x
                     // where 0 < x or x is NaN, else the zero operand (max(-0, +0) is +0).

@@ -6,6 +6,8 @@
 //! stack — are compiled once per process. Generated code lives as long as the process.
 
 mod codegen;
+pub mod gemm;
+pub mod math;
 mod scalar_calls;
 
 pub use codegen::CodegenError;

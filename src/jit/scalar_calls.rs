@@ -1,35 +1,12 @@
-//! Operations the generated code does by calling a Rust function per element: the temporary
-//! transcendental path (until the inline polynomials of `jit::math` land), float remainder and
-//! power, and integer floor division. Vectors are handled lane by lane.
+//! Operations the generated code does by calling a Rust function per element: float remainder
+//! and integer floor division / remainder (rare in models; x86 has no vector integer division).
+//! Vectors are handled lane by lane.
 //!
 //! Calls go through `call_indirect` on the function's address, so no symbol has to be
 //! registered with the JIT module.
 
-use crate::ir::UnaryOp;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
-
-extern "C" fn exp_f32(x: f32) -> f32 {
-    x.exp()
-}
-extern "C" fn log_f32(x: f32) -> f32 {
-    x.ln()
-}
-extern "C" fn tanh_f32(x: f32) -> f32 {
-    x.tanh()
-}
-extern "C" fn sigmoid_f32(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-extern "C" fn erf_f32(x: f32) -> f32 {
-    libm::erff(x)
-}
-extern "C" fn sin_f32(x: f32) -> f32 {
-    x.sin()
-}
-extern "C" fn cos_f32(x: f32) -> f32 {
-    x.cos()
-}
 
 /// Remainder with the sign of the divisor (`Op::Binary(Rem)` on floats).
 /// `fmod`, plus `b` when the signs differ; a zero result takes the sign of `b`.
@@ -42,10 +19,6 @@ pub extern "C" fn rem_f32(a: f32, b: f32) -> f32 {
     } else {
         r
     }
-}
-
-extern "C" fn pow_f32(a: f32, b: f32) -> f32 {
-    a.powf(b)
 }
 
 /// Integer division rounding toward negative infinity; division by zero gives 0 (the
@@ -67,32 +40,8 @@ pub extern "C" fn rem_i32(a: i32, b: i32) -> i32 {
     if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r }
 }
 
-/// The address of the scalar function computing a transcendental `op`, if it is one.
-pub fn transcendental_fn(op: UnaryOp) -> Option<usize> {
-    let f: extern "C" fn(f32) -> f32 = match op {
-        UnaryOp::Exp => exp_f32,
-        UnaryOp::Log => log_f32,
-        UnaryOp::Tanh => tanh_f32,
-        UnaryOp::Sigmoid => sigmoid_f32,
-        UnaryOp::Erf => erf_f32,
-        UnaryOp::Sin => sin_f32,
-        UnaryOp::Cos => cos_f32,
-        UnaryOp::Neg
-        | UnaryOp::Abs
-        | UnaryOp::Sqrt
-        | UnaryOp::Rsqrt
-        | UnaryOp::Recip
-        | UnaryOp::Floor
-        | UnaryOp::Not => return None,
-    };
-    Some(f as usize)
-}
-
 pub fn rem_f32_fn() -> usize {
     rem_f32 as extern "C" fn(f32, f32) -> f32 as usize
-}
-pub fn pow_f32_fn() -> usize {
-    pow_f32 as extern "C" fn(f32, f32) -> f32 as usize
 }
 pub fn div_i32_fn() -> usize {
     div_i32 as extern "C" fn(i32, i32) -> i32 as usize
@@ -130,13 +79,6 @@ pub fn emit_call(b: &mut FunctionBuilder<'_>, f: usize, args: &[Value]) -> Value
         });
     }
     out.expect("vectors have lanes")
-}
-
-/// The temporary transcendental path: one call per element. Swap this body for
-/// `crate::jit::math::emit_unary` when the inline polynomials land.
-pub fn emit_transcendental(b: &mut FunctionBuilder<'_>, op: UnaryOp, x: Value) -> Option<Value> {
-    let f = transcendental_fn(op)?;
-    Some(emit_call(b, f, &[x]))
 }
 
 /// The CLIF type of a 4-byte element, scalar or as four lanes.
