@@ -48,7 +48,13 @@ fn fused_chain(n: usize) {
 }
 
 fn param(g: &mut Graph, path: &str, shape: &[usize], init: Init) -> NodeId {
-    let i = g.add_param(ParamInfo { path: path.into(), ty: TensorType::f32(shape.to_vec()), init, trainable: true, span: None });
+    let i = g.add_param(ParamInfo {
+        path: path.into(),
+        ty: TensorType::f32(shape.to_vec()),
+        init,
+        trainable: true,
+        span: None,
+    });
     g.param_node(i)
 }
 

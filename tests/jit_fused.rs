@@ -12,7 +12,13 @@ fn input(g: &mut Graph, name: &str, shape: &[usize]) -> NodeId {
 }
 
 fn param(g: &mut Graph, path: &str, shape: &[usize], init: Init) -> NodeId {
-    let i = g.add_param(ParamInfo { path: path.into(), ty: TensorType::f32(shape.to_vec()), init, trainable: true, span: None });
+    let i = g.add_param(ParamInfo {
+        path: path.into(),
+        ty: TensorType::f32(shape.to_vec()),
+        init,
+        trainable: true,
+        span: None,
+    });
     g.param_node(i)
 }
 
@@ -187,5 +193,24 @@ fn parameter_updates_apply_in_place() {
     let after = exe.params()[0].as_f32().unwrap().clone();
     for (a, b) in after.iter().zip(before.iter()) {
         assert!((a - (b - 0.1)).abs() < 1e-6);
+    }
+}
+
+/// A residual add after a reshape of the matmul output still runs as its epilogue, and a
+/// reshape that changes the row length does not (its rows are not the matmul's rows).
+#[test]
+fn epilogues_follow_rows_through_reshapes() {
+    for (reshape_to, fused) in [(vec![1usize, 6, 10], true), (vec![10, 6], false), (vec![60], false)] {
+        let mut g = Graph::new("epilogue_reshape");
+        let x = input(&mut g, "x", &[6, 5]);
+        let r = input(&mut g, "r", &reshape_to);
+        let w = param(&mut g, "w", &[5, 10], Init::Normal { mean: 0.0, std: 0.5 });
+        let mm = g.add(Op::MatMul { trans_a: false, trans_b: false }, &[x, w], None);
+        let m2 = g.reshape(mm, reshape_to.clone());
+        let y = g.binary(BinaryOp::Add, m2, r);
+        g.add_output("y", y);
+        let s = schedule(&g);
+        assert_eq!(s.kernels.len() == 1, fused, "{}", modelc::sched::print_kernels(&s));
+        check_graph(&g, "epilogue_reshape", reshape_to.len() as u64);
     }
 }

@@ -169,7 +169,8 @@ fn reductions_and_argmax_match_reference() {
 
 #[test]
 fn matmul_matches_reference() {
-    for (c, &(m, k, n)) in [(1usize, 1usize, 1usize), (3, 5, 17), (17, 63, 5), (63, 17, 3)].iter().enumerate() {
+    for (c, &(m, k, n)) in [(1usize, 1usize, 1usize), (3, 5, 17), (17, 63, 5), (63, 17, 3)].iter().enumerate()
+    {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for batch in [&[][..], &[3][..], &[2, 3][..]] {
                 let mut g = Graph::new(format!("matmul_{m}x{k}x{n}_ta{ta}_tb{tb}_b{}", batch.len()));
@@ -245,10 +246,14 @@ fn layout_ops_match_reference() {
 #[test]
 fn indexing_ops_match_reference() {
     // gather rows of a table, indices partly out of range
-    for (c, (vocab, idx_shape, row)) in
-        [(5usize, vec![3usize], vec![17usize]), (17, vec![2, 5], vec![3]), (1, vec![5], vec![]), (63, vec![4, 3], vec![5, 3])]
-            .into_iter()
-            .enumerate()
+    for (c, (vocab, idx_shape, row)) in [
+        (5usize, vec![3usize], vec![17usize]),
+        (17, vec![2, 5], vec![3]),
+        (1, vec![5], vec![]),
+        (63, vec![4, 3], vec![5, 3]),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut g = Graph::new("gather");
         let mut ts = vec![vocab];

@@ -133,7 +133,13 @@ fn parameters_round_trip_through_safetensors_and_misshaped_weights_are_named() {
         trainable: true,
         span: None,
     });
-    g2.add_param(ParamInfo { path: "layer.bias".into(), ty: TensorType::f32(vec![3]), init: Init::Zeros, trainable: true, span: None });
+    g2.add_param(ParamInfo {
+        path: "layer.bias".into(),
+        ty: TensorType::f32(vec![3]),
+        init: Init::Zeros,
+        trainable: true,
+        span: None,
+    });
     let mut c = Executable::new(&g2, &ExecOptions::default()).unwrap();
     let err = c.load_safetensors(&path).unwrap_err().to_string();
     assert!(err.contains("layer.weight") && err.contains("[3, 5]") && err.contains("[5, 3]"), "{err}");

@@ -234,7 +234,9 @@ impl Gen<'_, '_> {
                 continue;
             }
             match &k.exprs[e as usize] {
-                Expr::Load { access, .. } | Expr::GatherLoad { access, .. } if access.inner != 1 => return false,
+                Expr::Load { access, .. } | Expr::GatherLoad { access, .. } if access.inner != 1 => {
+                    return false;
+                }
                 Expr::GatherLoad { index, .. } if !self.invariant[*index as usize] => return false,
                 _ => {}
             }
@@ -437,7 +439,14 @@ impl Gen<'_, '_> {
         }
     }
 
-    fn emit_stores(&mut self, p: u32, vector: bool, j: Value, memo: &mut Memo, scan_vars: &[Option<Variable>]) {
+    fn emit_stores(
+        &mut self,
+        p: u32,
+        vector: bool,
+        j: Value,
+        memo: &mut Memo,
+        scan_vars: &[Option<Variable>],
+    ) {
         let k = self.k;
         for (si, s) in k.stores.iter().enumerate() {
             if s.pass != p {
@@ -453,7 +462,11 @@ impl Gen<'_, '_> {
                     let val = self.eval(*v, false, Some(j), memo);
                     let var = scan_vars[si].expect("scan variable declared for this pass");
                     let acc = self.b.use_var(var);
-                    let sum = if s.dtype == DType::F32 { self.b.ins().fadd(acc, val) } else { self.b.ins().iadd(acc, val) };
+                    let sum = if s.dtype == DType::F32 {
+                        self.b.ins().fadd(acc, val)
+                    } else {
+                        self.b.ins().iadd(acc, val)
+                    };
                     self.b.def_var(var, sum);
                     let addr = self.addr_at(self.row_store[si], s.access.inner, j);
                     self.b.ins().store(flags(), sum, addr, 0);
@@ -473,7 +486,11 @@ impl Gen<'_, '_> {
                     let addr = self.addr_at(base, s.access.inner, j);
                     let ty = clif_type(s.dtype == DType::F32, false);
                     let old = self.b.ins().load(ty, flags(), addr, 0);
-                    let new = if s.dtype == DType::F32 { self.b.ins().fadd(old, val) } else { self.b.ins().iadd(old, val) };
+                    let new = if s.dtype == DType::F32 {
+                        self.b.ins().fadd(old, val)
+                    } else {
+                        self.b.ins().iadd(old, val)
+                    };
                     self.b.ins().store(flags(), new, addr, 0);
                     self.b.ins().jump(skip, &[]);
                     self.b.switch_to_block(skip);
@@ -487,7 +504,16 @@ impl Gen<'_, '_> {
     /// Sweeps the row `k` times; sweep `t` finds the largest element strictly after the
     /// previous pick in the order (value descending, index ascending).
     #[allow(clippy::too_many_arguments)]
-    fn emit_topk(&mut self, value: ExprId, kk: u32, out_stride: i64, out: Value, j0: Value, j1: Value, inv: &Memo) {
+    fn emit_topk(
+        &mut self,
+        value: ExprId,
+        kk: u32,
+        out_stride: i64,
+        out: Value,
+        j0: Value,
+        j1: Value,
+        inv: &Memo,
+    ) {
         let dt = self.k.types[value as usize];
         let ty = types::I32;
         let pv = self.b.declare_var(ty);
@@ -518,7 +544,8 @@ impl Gen<'_, '_> {
             let mut memo = inv.clone();
             let raw = self.eval(value, false, Some(jv), &mut memo);
             let v = self.order_key(raw, dt);
-            let (pvv, pjv, bv, bjv) = (self.b.use_var(pv), self.b.use_var(pj), self.b.use_var(best), self.b.use_var(bj));
+            let (pvv, pjv, bv, bjv) =
+                (self.b.use_var(pv), self.b.use_var(pj), self.b.use_var(best), self.b.use_var(bj));
             let lt = self.b.ins().icmp(IntCC::SignedLessThan, v, pvv);
             let eq = self.b.ins().icmp(IntCC::Equal, v, pvv);
             let gt = self.b.ins().icmp(IntCC::SignedGreaterThan, v, bv);
@@ -574,7 +601,8 @@ impl Gen<'_, '_> {
     }
 
     fn zero(&mut self, dt: DType, vector: bool) -> Value {
-        let s = if dt == DType::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) };
+        let s =
+            if dt == DType::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) };
         if vector { self.b.ins().splat(clif_type(dt == DType::F32, true), s) } else { s }
     }
 
@@ -607,11 +635,8 @@ impl Gen<'_, '_> {
     fn bool_from_cmp(&mut self, c: Value, vector: bool) -> Value {
         if vector {
             let ty = self.b.func.dfg.value_type(c);
-            let m = if ty == types::I32X4 {
-                c
-            } else {
-                self.b.ins().bitcast(types::I32X4, little_endian(), c)
-            };
+            let m =
+                if ty == types::I32X4 { c } else { self.b.ins().bitcast(types::I32X4, little_endian(), c) };
             let one = self.b.ins().iconst(types::I32, 1);
             let ones = self.b.ins().splat(types::I32X4, one);
             self.b.ins().band(m, ones)
@@ -732,11 +757,8 @@ impl Gen<'_, '_> {
                     let zero = self.b.ins().iconst(types::I32, 0);
                     let zeros = self.b.ins().splat(types::I32X4, zero);
                     let mask = self.b.ins().icmp(IntCC::NotEqual, c, zeros);
-                    let mask = if float {
-                        self.b.ins().bitcast(types::F32X4, little_endian(), mask)
-                    } else {
-                        mask
-                    };
+                    let mask =
+                        if float { self.b.ins().bitcast(types::F32X4, little_endian(), mask) } else { mask };
                     self.b.ins().bitselect(mask, av, bv)
                 } else {
                     self.b.ins().select(c, av, bv)
@@ -844,7 +866,15 @@ impl Gen<'_, '_> {
         if ty.is_vector() { self.b.ins().splat(ty, one) } else { one }
     }
 
-    fn binary(&mut self, op: BinaryOp, dt: DType, a: Value, b: Value, vector: bool, relu_zero: Option<bool>) -> Value {
+    fn binary(
+        &mut self,
+        op: BinaryOp,
+        dt: DType,
+        a: Value,
+        b: Value,
+        vector: bool,
+        relu_zero: Option<bool>,
+    ) -> Value {
         let float = dt == DType::F32;
         if float {
             let fcc = |g: &mut Self, cc: FloatCC| {

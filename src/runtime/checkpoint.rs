@@ -33,13 +33,19 @@ pub(super) fn save(g: &Graph, values: &[Tensor], path: &Path) -> Result<()> {
 }
 
 pub(super) fn load(g: &Graph, path: &Path) -> Result<Vec<Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| RuntimeError(format!("cannot read `{}`: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| RuntimeError(format!("cannot read `{}`: {e}", path.display())))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| RuntimeError(format!("`{}` is not a safetensors file: {e}", path.display())))?;
     let mut out = Vec::new();
     for p in &g.params {
         let view = st.tensor(&p.path).map_err(|_| {
-            RuntimeError(format!("weight `{}` is missing from `{}` (expected {})", p.path, path.display(), p.ty))
+            RuntimeError(format!(
+                "weight `{}` is missing from `{}` (expected {})",
+                p.path,
+                path.display(),
+                p.ty
+            ))
         })?;
         let want_dtype = match p.ty.dtype {
             DType::F32 => Dtype::F32,
@@ -59,10 +65,12 @@ pub(super) fn load(g: &Graph, path: &Path) -> Result<Vec<Tensor>> {
         let shape = p.ty.shape.clone();
         out.push(match p.ty.dtype {
             DType::F32 => Tensor::F32(
-                ArrayD::from_shape_vec(shape, words.map(f32::from_le_bytes).collect()).expect("shape checked above"),
+                ArrayD::from_shape_vec(shape, words.map(f32::from_le_bytes).collect())
+                    .expect("shape checked above"),
             ),
             DType::I32 | DType::Bool => Tensor::I32(
-                ArrayD::from_shape_vec(shape, words.map(i32::from_le_bytes).collect()).expect("shape checked above"),
+                ArrayD::from_shape_vec(shape, words.map(i32::from_le_bytes).collect())
+                    .expect("shape checked above"),
             ),
         });
     }

@@ -46,7 +46,9 @@ fn draw(init: &Init, rng: &mut ChaCha8Rng) -> f64 {
         Init::Glorot { fan_in, fan_out, gain, normal } => {
             scaled(gain * (2.0 / (fan_in + fan_out).max(1) as f64).sqrt(), *normal, rng)
         }
-        Init::Kaiming { fan_in, gain, normal } => scaled(gain / ((*fan_in).max(1) as f64).sqrt(), *normal, rng),
+        Init::Kaiming { fan_in, gain, normal } => {
+            scaled(gain / ((*fan_in).max(1) as f64).sqrt(), *normal, rng)
+        }
     }
 }
 

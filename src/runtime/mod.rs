@@ -105,7 +105,8 @@ impl Executable {
                 }
             }
         }
-        let (fns, jt) = jit::compile(&loops).map_err(|e| RuntimeError(format!("kernel compilation failed: {}", e.0)))?;
+        let (fns, jt) =
+            jit::compile(&loops).map_err(|e| RuntimeError(format!("kernel compilation failed: {}", e.0)))?;
         let inputs: Vec<Vec<u32>> = schedule.graph.inputs.iter().map(|i| vec![0u32; i.ty.numel()]).collect();
         let params: Vec<Vec<u32>> = schedule.graph.params.iter().map(|p| vec![0u32; p.ty.numel()]).collect();
         let slots: Vec<Vec<u32>> = schedule.plan.slots.iter().map(|&n| vec![0u32; n]).collect();
@@ -169,7 +170,11 @@ impl Executable {
     pub fn set_params(&mut self, values: &[Tensor]) -> Result<()> {
         let g = &self.schedule.graph;
         if values.len() != g.params.len() {
-            return Err(RuntimeError(format!("expected {} parameters, got {}", g.params.len(), values.len())));
+            return Err(RuntimeError(format!(
+                "expected {} parameters, got {}",
+                g.params.len(),
+                values.len()
+            )));
         }
         for (i, (p, t)) in g.params.iter().zip(values).enumerate() {
             if !t.fits(&p.ty) {
@@ -189,7 +194,11 @@ impl Executable {
     /// The current parameter values in `Graph::params` order.
     pub fn params(&self) -> Vec<Tensor> {
         let g = &self.schedule.graph;
-        g.params.iter().zip(&self.params).map(|(p, data)| read_tensor(data, p.ty.dtype, &p.ty.shape)).collect()
+        g.params
+            .iter()
+            .zip(&self.params)
+            .map(|(p, data)| read_tensor(data, p.ty.dtype, &p.ty.shape))
+            .collect()
     }
 
     /// Runs the graph on `inputs` (in `Graph::inputs` order), returns the outputs in
@@ -325,7 +334,11 @@ fn chunk(len: usize, n: usize, t: usize) -> (usize, usize) {
 fn run_step(pool: &ThreadPool, step: &Step) {
     match step {
         Step::Loop { f, args, range, split, work } => {
-            let n = if *split == Split::Serial || *work < PARALLEL_MIN_WORK { 1 } else { pool.threads().min(*range) };
+            let n = if *split == Split::Serial || *work < PARALLEL_MIN_WORK {
+                1
+            } else {
+                pool.threads().min(*range)
+            };
             if n <= 1 {
                 // SAFETY: the kernel reads and writes only inside its buffers for this range.
                 unsafe { f(args.0.as_ptr(), 0, *range as i64) };
@@ -357,7 +370,11 @@ fn run_step(pool: &ThreadPool, step: &Step) {
             if n <= 1 {
                 job(0);
             } else {
-                pool.run(&|t| if t < n { job(t) });
+                pool.run(&|t| {
+                    if t < n {
+                        job(t)
+                    }
+                });
             }
         }
     }

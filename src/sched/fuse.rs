@@ -172,7 +172,8 @@ pub(super) fn materialize_shared(g: &Graph, mat: &mut [bool]) {
             continue;
         }
         let mut target = id;
-        while matches!(g.node(target).op, Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. }) {
+        while matches!(g.node(target).op, Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. })
+        {
             let a = g.node(target).args[0];
             if mat[a.index()] {
                 break;
@@ -337,11 +338,7 @@ impl<'a> LoopBuilder<'a> {
             }
             Op::Cast { to } => {
                 let x = self.lower(n.args[0], map)?;
-                if g.dtype(n.args[0]) == *to {
-                    x
-                } else {
-                    self.push(Expr::Cast { to: *to, x }, *to)
-                }
+                if g.dtype(n.args[0]) == *to { x } else { self.push(Expr::Cast { to: *to, x }, *to) }
             }
             Op::Broadcast => {
                 let a = n.args[0];
@@ -599,7 +596,9 @@ impl<'a> LoopBuilder<'a> {
             s.access = convert(&s.access);
             s.pass = match &s.source {
                 StoreSource::Elem(v) | StoreSource::ScanSum(v) => level[*v as usize],
-                StoreSource::AddIndirect { value, index, .. } => level[*value as usize].max(level[*index as usize]),
+                StoreSource::AddIndirect { value, index, .. } => {
+                    level[*value as usize].max(level[*index as usize])
+                }
                 StoreSource::TopK { value, .. } => level[*value as usize],
                 StoreSource::Slot(slot) => slot_pass[*slot as usize],
             };
@@ -622,7 +621,12 @@ impl<'a> LoopBuilder<'a> {
 
 /// The map of a reshape's argument, if the reshape of the fused value is affine: the linear
 /// offset, split into the argument's mixed-radix digits, must not carry between digits.
-fn reshape_map(map: &IndexMap, out_shape: &[usize], in_shape: &[usize], domain: &[usize]) -> Option<IndexMap> {
+fn reshape_map(
+    map: &IndexMap,
+    out_shape: &[usize],
+    in_shape: &[usize],
+    domain: &[usize],
+) -> Option<IndexMap> {
     let cs_out = contiguous_strides(out_shape);
     let cs_in = contiguous_strides(in_shape);
     let lin = compose(map, &cs_out, domain.len());
@@ -810,7 +814,10 @@ impl<'a> Builder<'a> {
                 let ir = g.shape(idx).len();
                 let mut lb = self.loop_builder(Some(id), &ss);
                 let full = lb.identity(ss.len());
-                let index = lb.lower(idx, &IndexMap { base: full.base[..ir].to_vec(), coef: full.coef[..ir].to_vec() })?;
+                let index = lb.lower(
+                    idx,
+                    &IndexMap { base: full.base[..ir].to_vec(), coef: full.coef[..ir].to_vec() },
+                )?;
                 let value = lb.lower(src, &full)?;
                 lb.nodes.push(id);
                 let mut out_map = IndexMap { base: vec![0], coef: vec![vec![0; lb.domain.len()]] };
@@ -872,7 +879,13 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn build_matmul(&mut self, id: NodeId, buf: BufferId, trans_a: bool, trans_b: bool) -> Result<(), NeedsBuffer> {
+    fn build_matmul(
+        &mut self,
+        id: NodeId,
+        buf: BufferId,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<(), NeedsBuffer> {
         let g = self.g;
         let n = g.node(id);
         let shape = g.shape(id).to_vec();
@@ -902,7 +915,13 @@ impl<'a> Builder<'a> {
         };
         let flops = g.node_flops(id);
         self.matmul_kernel.insert(buf, self.kernels.len());
-        self.kernels.push(Kernel { body: KernelBody::MatMul(Box::new(body)), args, nodes: vec![id], shape, flops });
+        self.kernels.push(Kernel {
+            body: KernelBody::MatMul(Box::new(body)),
+            args,
+            nodes: vec![id],
+            shape,
+            flops,
+        });
         Ok(())
     }
 
@@ -910,7 +929,7 @@ impl<'a> Builder<'a> {
     /// kernel reads that output (used nowhere else) at exactly its own index, has no row
     /// reductions, and reads nothing computed after the matmul.
     fn epilogue_target(&self, lb: &LoopBuilder<'_>, shape: &[usize], out: BufferId) -> Option<usize> {
-        if !lb.reductions.is_empty() || shape.len() < 2 || shape.iter().product::<usize>() == 0 {
+        if !lb.reductions.is_empty() || shape.is_empty() || shape.iter().product::<usize>() == 0 {
             return None;
         }
         let contiguous = contiguous_strides(shape);
@@ -920,7 +939,10 @@ impl<'a> Builder<'a> {
             let b = lb.args[*buf as usize];
             let Some(&k) = self.matmul_kernel.get(&b) else { continue };
             let node = self.buffers[b.0 as usize].node;
-            let at_own_index = matches!(e, Expr::Load { .. }) && access.offset == 0 && access.outer == contiguous;
+            // same element offsets as the output (size-1 dimensions have no stride to match)
+            let at_own_index = matches!(e, Expr::Load { .. })
+                && access.offset == 0
+                && (0..shape.len()).all(|d| shape[d] == 1 || access.outer[d] == contiguous[d]);
             // the epilogue of rows r0..r1 may only read those rows of the matmul output
             if !at_own_index || self.use_counts[node.index()] != 1 || found.is_some_and(|(fb, _)| fb != b) {
                 return None;
@@ -929,7 +951,11 @@ impl<'a> Builder<'a> {
         }
         let (c, k) = found?;
         let KernelBody::MatMul(mm) = &self.kernels[k].body else { return None };
-        if mm.epilogue.is_some() {
+        // the epilogue's rows must be the matmul's rows: same row length, same element count
+        if mm.epilogue.is_some()
+            || shape.last() != Some(&mm.n)
+            || shape.iter().product::<usize>() != mm.rows() * mm.n
+        {
             return None;
         }
         // everything else the epilogue reads must be computed before the matmul runs

@@ -57,21 +57,57 @@ impl From<ReduceOp> for ReduceKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Expr {
     /// A constant; `bits` is the `f64` bit pattern (so the description can be hashed).
-    Const { bits: u64, dtype: DType },
+    Const {
+        bits: u64,
+        dtype: DType,
+    },
     /// `buf[access]`.
-    Load { buf: u32, dtype: DType, access: Access },
+    Load {
+        buf: u32,
+        dtype: DType,
+        access: Access,
+    },
     /// `0 <= index < rows ? buf[access + index * row_stride] : 0` (embedding lookups).
-    GatherLoad { buf: u32, dtype: DType, access: Access, index: ExprId, rows: u32, row_stride: i64 },
+    GatherLoad {
+        buf: u32,
+        dtype: DType,
+        access: Access,
+        index: ExprId,
+        rows: u32,
+        row_stride: i64,
+    },
     /// The affine index itself as i32 (iota).
-    Index { access: Access },
+    Index {
+        access: Access,
+    },
     /// `random_uniform_value(key, stream, linear)` with `linear` given by `access`.
-    Random { key: ExprId, stream: u32, access: Access },
+    Random {
+        key: ExprId,
+        stream: u32,
+        access: Access,
+    },
     /// The value of reduction slot `slot` for the current row (computed in an earlier pass).
-    RowScalar { slot: u32 },
-    Unary { op: UnaryOp, x: ExprId },
-    Binary { op: BinaryOp, a: ExprId, b: ExprId },
-    Select { cond: ExprId, a: ExprId, b: ExprId },
-    Cast { to: DType, x: ExprId },
+    RowScalar {
+        slot: u32,
+    },
+    Unary {
+        op: UnaryOp,
+        x: ExprId,
+    },
+    Binary {
+        op: BinaryOp,
+        a: ExprId,
+        b: ExprId,
+    },
+    Select {
+        cond: ExprId,
+        a: ExprId,
+        b: ExprId,
+    },
+    Cast {
+        to: DType,
+        x: ExprId,
+    },
 }
 
 /// A row reduction: slot `i` of the kernel is `reductions[i]` applied to `value` over the inner

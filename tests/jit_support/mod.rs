@@ -24,9 +24,15 @@ pub fn random_tensor(ty: &TensorType, rng: &mut ChaCha8Rng) -> Tensor {
     let n = ty.numel();
     let shape = ty.shape.clone();
     match ty.dtype {
-        DType::F32 => Tensor::F32(ArrayD::from_shape_vec(shape, (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()).unwrap()),
-        DType::I32 => Tensor::I32(ArrayD::from_shape_vec(shape, (0..n).map(|_| rng.random_range(-5..5)).collect()).unwrap()),
-        DType::Bool => Tensor::I32(ArrayD::from_shape_vec(shape, (0..n).map(|_| rng.random_range(0..2)).collect()).unwrap()),
+        DType::F32 => Tensor::F32(
+            ArrayD::from_shape_vec(shape, (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()).unwrap(),
+        ),
+        DType::I32 => Tensor::I32(
+            ArrayD::from_shape_vec(shape, (0..n).map(|_| rng.random_range(-5..5)).collect()).unwrap(),
+        ),
+        DType::Bool => Tensor::I32(
+            ArrayD::from_shape_vec(shape, (0..n).map(|_| rng.random_range(0..2)).collect()).unwrap(),
+        ),
     }
 }
 
@@ -51,7 +57,11 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32, floor: f3
         (Tensor::F32(a), Tensor::F32(b)) => {
             for (i, (&x, &y)) in a.iter().zip(b.iter()).enumerate() {
                 let ok = !x.is_nan() && !y.is_nan() && {
-                    if x.is_infinite() || y.is_infinite() { x == y } else { (x - y).abs() <= tol * y.abs().max(floor) }
+                    if x.is_infinite() || y.is_infinite() {
+                        x == y
+                    } else {
+                        (x - y).abs() <= tol * y.abs().max(floor)
+                    }
                 };
                 assert!(ok, "{what}: element {i}: jit {x} vs reference {y}");
             }
@@ -67,7 +77,8 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32, floor: f3
 
 /// The reference interpreter's outputs.
 pub fn reference(g: &Graph, inputs: &[Tensor], params: &[Tensor]) -> Vec<Tensor> {
-    let out = modelc::interp::run::<f32>(g, inputs, params).unwrap_or_else(|e| panic!("{}: reference failed: {e}", g.name));
+    let out = modelc::interp::run::<f32>(g, inputs, params)
+        .unwrap_or_else(|e| panic!("{}: reference failed: {e}", g.name));
     out.outputs.into_iter().map(|(_, t)| t).collect()
 }
 
