@@ -234,8 +234,24 @@ impl Executable {
             })
             .collect();
         for &(p, b) in &self.schedule.updates {
-            let src = self.buffer_slice(b).to_vec();
-            self.params[p as usize].copy_from_slice(&src);
+            let buf = &self.schedule.buffers[b.0 as usize];
+            let dst = p as usize;
+            // copy without allocating (the steady state of a training loop allocates nothing
+            // but the returned tensors); a parameter copied from another parameter is the rare
+            // case that needs a split borrow
+            match buf.role {
+                BufferRole::Temp => {
+                    if let Some(s) = self.schedule.plan.slot_of[b.0 as usize] {
+                        self.params[dst].copy_from_slice(&self.slots[s][..buf.elems]);
+                    }
+                }
+                BufferRole::Input(i) => self.params[dst].copy_from_slice(&self.inputs[i as usize]),
+                BufferRole::Param(q) if q as usize != dst => {
+                    let src = self.params[q as usize].clone();
+                    self.params[dst].copy_from_slice(&src);
+                }
+                BufferRole::Param(_) => {}
+            }
         }
         Ok(outputs)
     }
