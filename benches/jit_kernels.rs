@@ -29,7 +29,9 @@ fn fused_chain(n: usize) {
     let inputs: Vec<Tensor> =
         (0..3).map(|i| Tensor::F32(ndarray::ArrayD::from_elem(vec![n], 0.5 + i as f32))).collect();
     for threads in [1, 2] {
-        let mut exe = Executable::new(&g, &ExecOptions { threads: Some(threads), seed: 0 }).unwrap();
+        let mut exe =
+            Executable::new(&g, &ExecOptions { threads: Some(threads), seed: 0, ..Default::default() })
+                .unwrap();
         // time the kernel alone: inputs copied in once, output not copied out
         exe.run(&inputs).unwrap();
         let mut times = Vec::new();
@@ -155,7 +157,7 @@ fn transformer(blocks: usize, b: usize, t: usize, d: usize, heads: usize, vocab:
 fn compile_time() {
     let g = transformer(2, 1, 64, 128, 4, 96);
     let t = Instant::now();
-    let exe = Executable::new(&g, &ExecOptions { threads: Some(1), seed: 0 }).unwrap();
+    let exe = Executable::new(&g, &ExecOptions { threads: Some(1), seed: 0, ..Default::default() }).unwrap();
     let total = t.elapsed();
     let tm = exe.timings();
     println!(

@@ -12,7 +12,9 @@ fn f32_tensor(shape: &[usize], f: impl Fn(usize) -> f32) -> Tensor {
 }
 
 fn run(g: &Graph, inputs: &[Tensor], threads: usize) -> Vec<Tensor> {
-    let mut exe = Executable::new(g, &ExecOptions { threads: Some(threads), seed: 1 }).unwrap();
+    let mut exe =
+        Executable::new(g, &ExecOptions { threads: Some(threads), seed: 1, parallel_min_work: Some(1) })
+            .unwrap();
     exe.poison_buffers();
     exe.run(inputs).unwrap()
 }
@@ -117,9 +119,10 @@ fn parameters_round_trip_through_safetensors_and_misshaped_weights_are_named() {
     let dir = std::env::temp_dir().join(format!("modelc_jit_smoke_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("w.safetensors");
-    let a = Executable::new(&g, &ExecOptions { threads: Some(1), seed: 7 }).unwrap();
+    let a = Executable::new(&g, &ExecOptions { threads: Some(1), seed: 7, ..Default::default() }).unwrap();
     a.save_safetensors(&path).unwrap();
-    let mut b = Executable::new(&g, &ExecOptions { threads: Some(1), seed: 8 }).unwrap();
+    let mut b =
+        Executable::new(&g, &ExecOptions { threads: Some(1), seed: 8, ..Default::default() }).unwrap();
     assert_ne!(a.params(), b.params(), "different seeds give different parameters");
     b.load_safetensors(&path).unwrap();
     assert_eq!(a.params(), b.params());

@@ -40,6 +40,9 @@ pub struct ExecOptions {
     pub threads: Option<usize>,
     /// Seed of the initial parameters (see [`init_params`]).
     pub seed: u64,
+    /// Work (elements x passes, or multiply-adds) from which a kernel is split over threads;
+    /// `None` is 32768. Tests set 1 to split even tiny kernels.
+    pub parallel_min_work: Option<usize>,
 }
 
 /// The thread count an [`ExecOptions`] resolves to.
@@ -81,10 +84,11 @@ pub struct Executable {
     params: Vec<Vec<u32>>,
     slots: Vec<Vec<u32>>,
     pool: ThreadPool,
+    parallel_min_work: usize,
     timings: StageTimings,
 }
 
-/// Work (elements x passes) below which a kernel runs on one thread.
+/// Default work (elements x passes) below which a kernel runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 15;
 
 impl Executable {
@@ -117,6 +121,7 @@ impl Executable {
             params,
             slots,
             pool: ThreadPool::new(resolve_threads(options.threads)),
+            parallel_min_work: options.parallel_min_work.unwrap_or(PARALLEL_MIN_WORK),
             timings: StageTimings {
                 schedule: schedule_time,
                 codegen: jt.codegen,
@@ -221,7 +226,7 @@ impl Executable {
             write_tensor(&mut self.inputs[i], t);
         }
         for step in &self.steps {
-            run_step(&self.pool, step);
+            run_step(&self.pool, step, self.parallel_min_work);
         }
         let outputs = self
             .schedule
@@ -260,7 +265,7 @@ impl Executable {
     /// copying anything in or out; for benchmarks of the kernels alone.
     pub fn run_kernels(&mut self) {
         for step in &self.steps {
-            run_step(&self.pool, step);
+            run_step(&self.pool, step, self.parallel_min_work);
         }
     }
 
@@ -347,14 +352,10 @@ fn chunk(len: usize, n: usize, t: usize) -> (usize, usize) {
     (len * t / n, len * (t + 1) / n)
 }
 
-fn run_step(pool: &ThreadPool, step: &Step) {
+fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
     match step {
         Step::Loop { f, args, range, split, work } => {
-            let n = if *split == Split::Serial || *work < PARALLEL_MIN_WORK {
-                1
-            } else {
-                pool.threads().min(*range)
-            };
+            let n = if *split == Split::Serial || *work < min_work { 1 } else { pool.threads().min(*range) };
             if n <= 1 {
                 // SAFETY: the kernel reads and writes only inside its buffers for this range.
                 unsafe { f(args.0.as_ptr(), 0, *range as i64) };
@@ -371,7 +372,7 @@ fn run_step(pool: &ThreadPool, step: &Step) {
         Step::MatMul { mm, args, epilogue } => {
             let rows = mm.rows();
             let work = rows * mm.n * mm.k.max(1);
-            let n = if work < PARALLEL_MIN_WORK { 1 } else { pool.threads().min(rows) };
+            let n = if work < min_work { 1 } else { pool.threads().min(rows) };
             let job = |t: usize| {
                 let (s, e) = chunk(rows, n, t);
                 if s < e {

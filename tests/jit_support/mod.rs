@@ -42,8 +42,9 @@ pub fn random_inputs(g: &Graph, rng: &mut ChaCha8Rng) -> Vec<Tensor> {
 
 /// Runs `g` with the JIT (buffers poisoned with NaN first) at `threads` threads.
 pub fn run_jit(g: &Graph, inputs: &[Tensor], params: &[Tensor], threads: usize) -> Vec<Tensor> {
-    let mut exe = Executable::new(g, &ExecOptions { threads: Some(threads), seed: 0 })
-        .unwrap_or_else(|e| panic!("{}: {e}", g.name));
+    // split every kernel, however small, so 2 threads really run row ranges in parallel
+    let options = ExecOptions { threads: Some(threads), seed: 0, parallel_min_work: Some(1) };
+    let mut exe = Executable::new(g, &options).unwrap_or_else(|e| panic!("{}: {e}", g.name));
     exe.set_params(params).unwrap();
     exe.poison_buffers();
     exe.run(inputs).unwrap()
