@@ -79,7 +79,8 @@ pub fn schedule(g: &Graph) -> Schedule {
                 return Schedule { graph: graph.clone(), kernels, buffers, outputs, updates, plan };
             }
             Err(fuse::NeedsBuffer(id)) => {
-                debug_assert!(!mat[id.index()], "lowering asked again for {id}");
+                // each round materialises a new node, so the loop ends; asking twice would loop
+                assert!(!mat[id.index()], "internal error: lowering asked again for a buffer for {id}");
                 mat[id.index()] = true;
             }
         }
