@@ -1,1 +1,447 @@
-//! The executor: buffers, parameters, kernel runs, checkpoints.
+//! The executor: schedules and compiles a graph once, owns its planned buffers and parameters,
+//! runs the kernels in order (large ones split over a persistent thread pool), exchanges
+//! [`Tensor`]s at the API, applies `Graph::updates` in place, and loads / saves parameters as
+//! safetensors keyed by parameter path.
+
+mod checkpoint;
+mod init;
+mod pool;
+
+pub use init::init_params;
+pub use pool::ThreadPool;
+
+use crate::ir::{DType, Graph, ShapeDisplay};
+use crate::jit::{self, KernelFn};
+use crate::sched::{self, BufferRole, KernelBody, MatMulKernel, Schedule, Split};
+use crate::tensor::Tensor;
+use ndarray::ArrayD;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// An error at the executor's boundary: wrong inputs, bad weights, a kernel that failed to
+/// compile. The message names what is wrong and how it differs from what was expected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeError(pub String);
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// How to build an [`Executable`].
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// Threads per kernel; `None` reads `MODELC_THREADS`, else uses every core.
+    pub threads: Option<usize>,
+    /// Seed of the initial parameters (see [`init_params`]).
+    pub seed: u64,
+    /// Work (elements x passes, or multiply-adds) from which a kernel is split over threads;
+    /// `None` is 32768. Tests set 1 to split even tiny kernels.
+    pub parallel_min_work: Option<usize>,
+}
+
+/// The thread count an [`ExecOptions`] resolves to.
+pub fn resolve_threads(opt: Option<usize>) -> usize {
+    opt.or_else(|| std::env::var("MODELC_THREADS").ok().and_then(|s| s.trim().parse().ok()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Wall time of each stage of building an [`Executable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimings {
+    pub schedule: Duration,
+    pub codegen: Duration,
+    pub finalize: Duration,
+    /// Kernels compiled for this executable (the rest came from the process-wide cache).
+    pub kernels_compiled: usize,
+}
+
+/// Raw buffer pointers handed to kernels on several threads.
+struct Ptrs(Vec<*mut u8>);
+
+// SAFETY: kernels split over threads write disjoint rows of their outputs; the pointers stay
+// valid because buffers are allocated once and never resized.
+unsafe impl Sync for Ptrs {}
+unsafe impl Send for Ptrs {}
+
+enum Step {
+    Loop { f: KernelFn, args: Ptrs, range: usize, split: Split, work: usize },
+    MatMul { mm: Box<MatMulKernel>, args: Ptrs, epilogue: Option<KernelFn> },
+}
+
+/// A compiled graph with its buffers.
+pub struct Executable {
+    schedule: Schedule,
+    steps: Vec<Step>,
+    /// Storage: inputs, parameters and plan slots, 4-byte elements.
+    inputs: Vec<Vec<u32>>,
+    params: Vec<Vec<u32>>,
+    slots: Vec<Vec<u32>>,
+    pool: ThreadPool,
+    parallel_min_work: usize,
+    timings: StageTimings,
+}
+
+/// Default work (elements x passes) below which a kernel runs on one thread.
+const PARALLEL_MIN_WORK: usize = 1 << 15;
+
+impl Executable {
+    /// Schedules and compiles `g`, allocates its buffers and initialises its parameters from
+    /// `options.seed`.
+    pub fn new(g: &Graph, options: &ExecOptions) -> Result<Executable> {
+        let t0 = Instant::now();
+        let schedule = sched::schedule(g);
+        let schedule_time = t0.elapsed();
+        let mut loops = Vec::new();
+        for k in &schedule.kernels {
+            match &k.body {
+                KernelBody::Loop(l) => loops.push(l),
+                KernelBody::MatMul(m) => {
+                    if let Some(e) = &m.epilogue {
+                        loops.push(e);
+                    }
+                }
+            }
+        }
+        let (fns, jt) =
+            jit::compile(&loops).map_err(|e| RuntimeError(format!("kernel compilation failed: {}", e.0)))?;
+        let inputs: Vec<Vec<u32>> = schedule.graph.inputs.iter().map(|i| vec![0u32; i.ty.numel()]).collect();
+        let params: Vec<Vec<u32>> = schedule.graph.params.iter().map(|p| vec![0u32; p.ty.numel()]).collect();
+        let slots: Vec<Vec<u32>> = schedule.plan.slots.iter().map(|&n| vec![0u32; n]).collect();
+        let mut exe = Executable {
+            schedule,
+            steps: Vec::new(),
+            inputs,
+            params,
+            slots,
+            pool: ThreadPool::new(resolve_threads(options.threads)),
+            parallel_min_work: options.parallel_min_work.unwrap_or(PARALLEL_MIN_WORK),
+            timings: StageTimings {
+                schedule: schedule_time,
+                codegen: jt.codegen,
+                finalize: jt.finalize,
+                kernels_compiled: jt.compiled,
+            },
+        };
+        let mut fns = fns.into_iter();
+        let mut steps = Vec::new();
+        let Executable { schedule, inputs, params, slots, .. } = &mut exe;
+        for k in &schedule.kernels {
+            let args = Ptrs(k.args.iter().map(|&b| buffer_ptr(schedule, inputs, params, slots, b)).collect());
+            steps.push(match &k.body {
+                KernelBody::Loop(l) => Step::Loop {
+                    f: fns.next().expect("one function per loop kernel"),
+                    args,
+                    range: l.range(),
+                    split: l.split,
+                    work: l.rows() * l.inner * l.passes as usize,
+                },
+                KernelBody::MatMul(m) => Step::MatMul {
+                    mm: m.clone(),
+                    args,
+                    epilogue: m.epilogue.as_ref().map(|_| fns.next().expect("one function per epilogue")),
+                },
+            });
+        }
+        exe.steps = steps;
+        let init = init_params(&exe.schedule.graph, options.seed);
+        exe.set_params(&init)?;
+        Ok(exe)
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.schedule.graph
+    }
+
+    pub fn timings(&self) -> StageTimings {
+        self.timings
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Replaces every parameter; `values` follow `Graph::params` order.
+    pub fn set_params(&mut self, values: &[Tensor]) -> Result<()> {
+        let g = &self.schedule.graph;
+        if values.len() != g.params.len() {
+            return Err(RuntimeError(format!(
+                "expected {} parameters, got {}",
+                g.params.len(),
+                values.len()
+            )));
+        }
+        for (i, (p, t)) in g.params.iter().zip(values).enumerate() {
+            if !t.fits(&p.ty) {
+                return Err(RuntimeError(format!(
+                    "parameter `{}`: expected {}, got {}{}",
+                    p.path,
+                    p.ty,
+                    t.dtype(),
+                    ShapeDisplay(t.shape())
+                )));
+            }
+            write_tensor(&mut self.params[i], t);
+        }
+        Ok(())
+    }
+
+    /// The current parameter values in `Graph::params` order.
+    pub fn params(&self) -> Vec<Tensor> {
+        let g = &self.schedule.graph;
+        g.params
+            .iter()
+            .zip(&self.params)
+            .map(|(p, data)| read_tensor(data, p.ty.dtype, &p.ty.shape))
+            .collect()
+    }
+
+    /// Runs the graph on `inputs` (in `Graph::inputs` order), returns the outputs in
+    /// `Graph::outputs` order and applies the graph's parameter updates.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let g = &self.schedule.graph;
+        if inputs.len() != g.inputs.len() {
+            return Err(RuntimeError(format!("expected {} inputs, got {}", g.inputs.len(), inputs.len())));
+        }
+        for (i, (info, t)) in g.inputs.iter().zip(inputs).enumerate() {
+            if !t.fits(&info.ty) {
+                return Err(RuntimeError(format!(
+                    "input `{}`: expected {}, got {}{}",
+                    info.name,
+                    info.ty,
+                    t.dtype(),
+                    ShapeDisplay(t.shape())
+                )));
+            }
+            write_tensor(&mut self.inputs[i], t);
+        }
+        for step in &self.steps {
+            run_step(&self.pool, step, self.parallel_min_work);
+        }
+        let outputs = self
+            .schedule
+            .outputs
+            .iter()
+            .zip(&g.outputs)
+            .map(|(&b, o)| {
+                let ty = g.ty(o.node);
+                read_tensor(self.buffer_slice(b), ty.dtype, &ty.shape)
+            })
+            .collect();
+        for &(p, b) in &self.schedule.updates {
+            let buf = &self.schedule.buffers[b.0 as usize];
+            let dst = p as usize;
+            // copy without allocating (the steady state of a training loop allocates nothing
+            // but the returned tensors); a parameter copied from another parameter is the rare
+            // case that needs a split borrow
+            match buf.role {
+                BufferRole::Temp => {
+                    if let Some(s) = self.schedule.plan.slot_of[b.0 as usize] {
+                        self.params[dst].copy_from_slice(&self.slots[s][..buf.elems]);
+                    }
+                }
+                BufferRole::Input(i) => self.params[dst].copy_from_slice(&self.inputs[i as usize]),
+                BufferRole::Param(q) if q as usize != dst => {
+                    let src = self.params[q as usize].clone();
+                    self.params[dst].copy_from_slice(&src);
+                }
+                BufferRole::Param(_) => {}
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Runs the kernels on the buffers as they are (inputs from the last `run`), without
+    /// copying anything in or out; for benchmarks of the kernels alone.
+    pub fn run_kernels(&mut self) {
+        for step in &self.steps {
+            run_step(&self.pool, step, self.parallel_min_work);
+        }
+    }
+
+    fn buffer_slice(&self, b: sched::BufferId) -> &[u32] {
+        let buf = &self.schedule.buffers[b.0 as usize];
+        match buf.role {
+            BufferRole::Input(i) => &self.inputs[i as usize],
+            BufferRole::Param(i) => &self.params[i as usize],
+            BufferRole::Temp => match self.schedule.plan.slot_of[b.0 as usize] {
+                Some(s) => &self.slots[s][..buf.elems],
+                None => &[],
+            },
+        }
+    }
+
+    /// Fills every temporary buffer with a NaN pattern, so a test can tell an element no
+    /// kernel wrote from a computed one.
+    pub fn poison_buffers(&mut self) {
+        for slot in &mut self.slots {
+            slot.fill(f32::NAN.to_bits());
+        }
+    }
+
+    /// Loads every parameter from a safetensors file keyed by parameter path.
+    pub fn load_safetensors(&mut self, path: &std::path::Path) -> Result<()> {
+        let values = checkpoint::load(&self.schedule.graph, path)?;
+        self.set_params(&values)
+    }
+
+    /// Saves every parameter to a safetensors file keyed by parameter path.
+    pub fn save_safetensors(&self, path: &std::path::Path) -> Result<()> {
+        checkpoint::save(&self.schedule.graph, &self.params(), path)
+    }
+}
+
+/// The address of buffer `b` in the executor's storage.
+fn buffer_ptr(
+    schedule: &Schedule,
+    inputs: &mut [Vec<u32>],
+    params: &mut [Vec<u32>],
+    slots: &mut [Vec<u32>],
+    b: sched::BufferId,
+) -> *mut u8 {
+    match schedule.buffers[b.0 as usize].role {
+        BufferRole::Input(i) => inputs[i as usize].as_mut_ptr().cast(),
+        BufferRole::Param(i) => params[i as usize].as_mut_ptr().cast(),
+        BufferRole::Temp => match schedule.plan.slot_of[b.0 as usize] {
+            Some(s) => slots[s].as_mut_ptr().cast(),
+            None => std::ptr::NonNull::<u32>::dangling().as_ptr().cast(),
+        },
+    }
+}
+
+fn write_tensor(dst: &mut [u32], t: &Tensor) {
+    match t {
+        Tensor::F32(a) => {
+            for (d, v) in dst.iter_mut().zip(a.iter()) {
+                *d = v.to_bits();
+            }
+        }
+        Tensor::I32(a) => {
+            for (d, v) in dst.iter_mut().zip(a.iter()) {
+                *d = *v as u32;
+            }
+        }
+    }
+}
+
+fn read_tensor(src: &[u32], dtype: DType, shape: &[usize]) -> Tensor {
+    match dtype {
+        DType::F32 => Tensor::F32(
+            ArrayD::from_shape_vec(shape.to_vec(), src.iter().map(|&b| f32::from_bits(b)).collect())
+                .expect("buffer length matches the type"),
+        ),
+        DType::I32 | DType::Bool => Tensor::I32(
+            ArrayD::from_shape_vec(shape.to_vec(), src.iter().map(|&b| b as i32).collect())
+                .expect("buffer length matches the type"),
+        ),
+    }
+}
+
+/// The `t`-th of `n` near-equal chunks of `0..len`.
+fn chunk(len: usize, n: usize, t: usize) -> (usize, usize) {
+    (len * t / n, len * (t + 1) / n)
+}
+
+fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
+    match step {
+        Step::Loop { f, args, range, split, work } => {
+            let n = if *split == Split::Serial || *work < min_work { 1 } else { pool.threads().min(*range) };
+            if n <= 1 {
+                // SAFETY: the kernel reads and writes only inside its buffers for this range.
+                unsafe { f(args.0.as_ptr(), 0, *range as i64) };
+                return;
+            }
+            pool.run(&|t| {
+                let (s, e) = chunk(*range, n, t);
+                if s < e {
+                    // SAFETY: as above; threads get disjoint row ranges.
+                    unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
+                }
+            });
+        }
+        Step::MatMul { mm, args, epilogue } => {
+            let rows = mm.rows();
+            let work = rows * mm.n * mm.k.max(1);
+            let n = if work < min_work { 1 } else { pool.threads().min(rows) };
+            let job = |t: usize| {
+                let (s, e) = chunk(rows, n, t);
+                if s < e {
+                    // SAFETY: operand views were checked by the scheduler to lie inside their
+                    // buffers; threads write disjoint output rows.
+                    unsafe { matmul_rows(mm, &args.0, s, e) };
+                    if let Some(f) = epilogue {
+                        unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
+                    }
+                }
+            };
+            if n <= 1 {
+                job(0);
+            } else {
+                pool.run(&|t| {
+                    if t < n {
+                        job(t)
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Output rows `r0..r1` (over `batch x m`) of a strided batched GEMM.
+///
+/// # Safety
+/// `args` must hold the kernel's buffers, large enough for every operand view.
+unsafe fn matmul_rows(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize) {
+    let m = mm.m.max(1);
+    let mut r = r0;
+    while r < r1 {
+        let b = r / m;
+        let i0 = r % m;
+        let i1 = (m).min(i0 + (r1 - r));
+        // batch coordinates of b (row-major over mm.batch)
+        let (mut oa, mut ob, mut oc) = (mm.a.offset, mm.b.offset, mm.c.offset);
+        let mut rem = b;
+        for d in (0..mm.batch.len()).rev() {
+            let c = (rem % mm.batch[d]) as i64;
+            rem /= mm.batch[d];
+            oa += c * mm.a.batch[d];
+            ob += c * mm.b.batch[d];
+            oc += c * mm.c.batch[d];
+        }
+        oa += i0 as i64 * mm.a.rs;
+        oc += i0 as i64 * mm.c.rs;
+        // SAFETY: offsets stay inside the buffers (see the function contract).
+        unsafe {
+            let a = (args[mm.a.buf as usize] as *const f32).offset(oa as isize);
+            let bp = (args[mm.b.buf as usize] as *const f32).offset(ob as isize);
+            let c = (args[mm.c.buf as usize] as *mut f32).offset(oc as isize);
+            matrixmultiply::sgemm(
+                i1 - i0,
+                mm.k,
+                mm.n,
+                1.0,
+                a,
+                mm.a.rs as isize,
+                mm.a.cs as isize,
+                bp,
+                mm.b.rs as isize,
+                mm.b.cs as isize,
+                0.0,
+                c,
+                mm.c.rs as isize,
+                mm.c.cs as isize,
+            );
+        }
+        r += i1 - i0;
+    }
+}

@@ -1,0 +1,962 @@
+//! Lowers one [`LoopKernel`] to a Cranelift function
+//! `extern "C" fn(bufs: *const *mut u8, start: i64, end: i64)`.
+//!
+//! Loop structure per row: the row's coordinates and every access's row base address are
+//! computed once; then each pass evaluates its j-invariant expressions once, runs a loop of
+//! four f32x4 bodies (16 elements, four accumulators per reduction), a loop of one f32x4 body,
+//! and a scalar tail. Passes with strided, indirect or sequential work (scans, arg-max, top-k,
+//! scatter) run the scalar loop only.
+
+use super::math;
+use super::scalar_calls::{self, clif_type, emit_call};
+use crate::ir::{BinaryOp, DType, UnaryOp};
+use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, StoreSource};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use std::collections::{HashMap, HashSet};
+
+/// Why a kernel could not be compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodegenError(pub String);
+
+/// Flags for lane-type-changing vector bitcasts (the lane order must be stated).
+fn little_endian() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+struct Gen<'a, 'f> {
+    b: &'a mut FunctionBuilder<'f>,
+    k: &'a LoopKernel,
+    bufs: Vec<Value>,
+    lanes: Value,
+    invariant: Vec<bool>,
+    /// Row base address (bytes) of each expression's access, or the row index value (i64) of
+    /// `Index` / `Random` accesses.
+    row_expr: HashMap<ExprId, Value>,
+    row_store: Vec<Value>,
+    slots: Vec<Option<Value>>,
+}
+
+/// Emits the whole function body into `b` (whose signature is `(i64, i64, i64)`).
+pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), CodegenError> {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let (bufs_ptr, start, end) = (params[0], params[1], params[2]);
+    let mut bufs = Vec::new();
+    for i in 0..k.num_buffers {
+        bufs.push(b.ins().load(types::I64, MemFlagsData::trusted(), bufs_ptr, (i * 8) as i32));
+    }
+    let zero = b.ins().iconst(types::I32, 0);
+    let mut lanes = b.ins().splat(types::I32X4, zero);
+    for l in 1..4u8 {
+        let c = b.ins().iconst(types::I32, l as i64);
+        lanes = b.ins().insertlane(lanes, c, l);
+    }
+    let invariant = invariance(k);
+    let mut g = Gen {
+        b,
+        k,
+        bufs,
+        lanes,
+        invariant,
+        row_expr: HashMap::new(),
+        row_store: Vec::new(),
+        slots: vec![None; k.reductions.len()],
+    };
+    match k.split {
+        Split::Elements => {
+            let row = g.b.ins().iconst(types::I64, 0);
+            g.emit_row(row, start, end);
+        }
+        Split::Rows | Split::Serial => {
+            let r = g.b.declare_var(types::I64);
+            g.b.def_var(r, start);
+            let head = g.b.create_block();
+            let body = g.b.create_block();
+            let exit = g.b.create_block();
+            g.b.ins().jump(head, &[]);
+            g.b.switch_to_block(head);
+            let rv = g.b.use_var(r);
+            let more = g.b.ins().icmp(IntCC::SignedLessThan, rv, end);
+            g.b.ins().brif(more, body, &[], exit, &[]);
+            g.b.switch_to_block(body);
+            let j0 = g.b.ins().iconst(types::I64, 0);
+            let j1 = g.b.ins().iconst(types::I64, k.inner as i64);
+            g.emit_row(rv, j0, j1);
+            let rv = g.b.use_var(r);
+            let next = g.b.ins().iadd_imm_s(rv, 1);
+            g.b.def_var(r, next);
+            g.b.ins().jump(head, &[]);
+            g.b.seal_block(body);
+            g.b.seal_block(head);
+            g.b.switch_to_block(exit);
+            g.b.seal_block(exit);
+        }
+    }
+    g.b.ins().return_(&[]);
+    Ok(())
+}
+
+/// Which expressions do not depend on `j` (evaluated once per row and pass).
+fn invariance(k: &LoopKernel) -> Vec<bool> {
+    let mut inv = vec![false; k.exprs.len()];
+    for (i, e) in k.exprs.iter().enumerate() {
+        inv[i] = match e {
+            Expr::Const { .. } | Expr::RowScalar { .. } => true,
+            Expr::Load { access, .. } | Expr::Index { access } => access.inner == 0,
+            Expr::GatherLoad { access, index, .. } => access.inner == 0 && inv[*index as usize],
+            Expr::Random { access, key, .. } => access.inner == 0 && inv[*key as usize],
+            Expr::Unary { x, .. } | Expr::Cast { x, .. } => inv[*x as usize],
+            Expr::Binary { a, b, .. } => inv[*a as usize] && inv[*b as usize],
+            Expr::Select { cond, a, b } => inv[*cond as usize] && inv[*a as usize] && inv[*b as usize],
+        };
+    }
+    inv
+}
+
+fn operands(e: &Expr) -> Vec<ExprId> {
+    match e {
+        Expr::Const { .. } | Expr::Load { .. } | Expr::Index { .. } | Expr::RowScalar { .. } => vec![],
+        Expr::GatherLoad { index, .. } => vec![*index],
+        Expr::Random { key, .. } => vec![*key],
+        Expr::Unary { x, .. } | Expr::Cast { x, .. } => vec![*x],
+        Expr::Binary { a, b, .. } => vec![*a, *b],
+        Expr::Select { cond, a, b } => vec![*cond, *a, *b],
+    }
+}
+
+fn is_zero_const(e: &Expr) -> bool {
+    matches!(e, Expr::Const { bits, dtype: DType::F32 } if *bits == 0f64.to_bits())
+}
+
+/// Per-body memo of evaluated expressions, keyed by (expression, vector width).
+type Memo = HashMap<(ExprId, bool), Value>;
+
+impl Gen<'_, '_> {
+    fn ty(&self, e: ExprId, vector: bool) -> Type {
+        clif_type(self.k.types[e as usize] == DType::F32, vector)
+    }
+
+    fn row_part(&mut self, coords: &[Value], access: &Access) -> Value {
+        let mut off = self.b.ins().iconst(types::I64, access.offset);
+        for (d, &c) in coords.iter().enumerate() {
+            if access.outer[d] != 0 {
+                let t = self.b.ins().imul_imm_s(c, access.outer[d]);
+                off = self.b.ins().iadd(off, t);
+            }
+        }
+        off
+    }
+
+    fn row_addr(&mut self, buf: u32, coords: &[Value], access: &Access) -> Value {
+        let off = self.row_part(coords, access);
+        let bytes = self.b.ins().ishl_imm_u(off, 2);
+        self.b.ins().iadd(self.bufs[buf as usize], bytes)
+    }
+
+    fn emit_row(&mut self, row: Value, j0: Value, j1: Value) {
+        let k = self.k;
+        // coordinates of the row in the outer dimensions (row-major)
+        let mut coords = vec![row; k.outer.len()];
+        let mut rem = row;
+        for d in (0..k.outer.len()).rev() {
+            if d == 0 {
+                coords[d] = rem;
+            } else {
+                let size = self.b.ins().iconst(types::I64, k.outer[d] as i64);
+                coords[d] = self.b.ins().urem(rem, size);
+                rem = self.b.ins().udiv(rem, size);
+            }
+        }
+        self.row_expr.clear();
+        for (i, e) in k.exprs.iter().enumerate() {
+            let v = match e {
+                Expr::Load { buf, access, .. } | Expr::GatherLoad { buf, access, .. } => {
+                    self.row_addr(*buf, &coords, access)
+                }
+                Expr::Index { access } | Expr::Random { access, .. } => self.row_part(&coords, access),
+                Expr::Const { .. }
+                | Expr::RowScalar { .. }
+                | Expr::Unary { .. }
+                | Expr::Binary { .. }
+                | Expr::Select { .. }
+                | Expr::Cast { .. } => continue,
+            };
+            self.row_expr.insert(i as ExprId, v);
+        }
+        self.row_store = k.stores.iter().map(|s| self.row_addr(s.buf, &coords, &s.access)).collect();
+        for s in self.slots.iter_mut() {
+            *s = None;
+        }
+        for p in 0..k.passes {
+            self.emit_pass(p, j0, j1);
+        }
+    }
+
+    /// The expressions pass `p` needs, in id order.
+    fn needed(&self, p: u32) -> Vec<ExprId> {
+        let k = self.k;
+        let mut roots = Vec::new();
+        for r in k.reductions.iter().filter(|r| r.pass == p) {
+            roots.push(r.value);
+        }
+        for s in k.stores.iter().filter(|s| s.pass == p) {
+            match &s.source {
+                StoreSource::Elem(v) | StoreSource::ScanSum(v) => roots.push(*v),
+                StoreSource::AddIndirect { value, index, .. } => roots.extend([*value, *index]),
+                StoreSource::TopK { value, .. } => roots.push(*value),
+                StoreSource::Slot(_) => {}
+            }
+        }
+        let mut seen = HashSet::new();
+        while let Some(e) = roots.pop() {
+            if seen.insert(e) {
+                roots.extend(operands(&k.exprs[e as usize]));
+            }
+        }
+        let mut v: Vec<ExprId> = seen.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn vectorizable(&self, p: u32, needed: &[ExprId]) -> bool {
+        let k = self.k;
+        for &e in needed {
+            if self.invariant[e as usize] {
+                continue;
+            }
+            match &k.exprs[e as usize] {
+                Expr::Load { access, .. } | Expr::GatherLoad { access, .. } if access.inner != 1 => {
+                    return false;
+                }
+                Expr::GatherLoad { index, .. } if !self.invariant[*index as usize] => return false,
+                _ => {}
+            }
+        }
+        if k.reductions.iter().any(|r| r.pass == p && r.kind == ReduceKind::ArgMax) {
+            return false;
+        }
+        k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
+            StoreSource::Elem(_) => s.access.inner == 1,
+            StoreSource::Slot(_) => true,
+            StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
+        })
+    }
+
+    // the unroll index selects both the offset and the accumulator set
+    #[allow(clippy::needless_range_loop)]
+    fn emit_pass(&mut self, p: u32, j0: Value, j1: Value) {
+        let k = self.k;
+        let needed = self.needed(p);
+        let vector = self.vectorizable(p, &needed);
+        // j-invariant values, once per row and pass
+        let mut inv_scalar: Memo = HashMap::new();
+        for &e in &needed {
+            if self.invariant[e as usize] {
+                self.eval(e, false, None, &mut inv_scalar);
+            }
+        }
+        let mut inv_vector: Memo = inv_scalar.clone();
+        if vector {
+            for &e in &needed {
+                if self.invariant[e as usize] {
+                    let ty = self.ty(e, true);
+                    let s = self.b.ins().splat(ty, inv_scalar[&(e, false)]);
+                    inv_vector.insert((e, true), s);
+                }
+            }
+        }
+        let reds: Vec<usize> = (0..k.reductions.len()).filter(|&i| k.reductions[i].pass == p).collect();
+        let j = self.b.declare_var(types::I64);
+        self.b.def_var(j, j0);
+        // scalar accumulators (and ArgMax indices), then vector accumulators x4
+        let mut acc_s = Vec::new();
+        let mut acc_i = Vec::new();
+        let mut acc_v: Vec<[Variable; 4]> = Vec::new();
+        for &r in &reds {
+            let red = &k.reductions[r];
+            let dt = k.types[red.value as usize];
+            // arg-max compares order keys (i32), see `order_key`
+            let acc_dt = if red.kind == ReduceKind::ArgMax { DType::I32 } else { dt };
+            let ty = clif_type(acc_dt == DType::F32, false);
+            let var = self.b.declare_var(ty);
+            let init = self.reduce_init(red.kind, acc_dt, false);
+            self.b.def_var(var, init);
+            acc_s.push(var);
+            let iv = self.b.declare_var(types::I32);
+            let z = self.b.ins().iconst(types::I32, 0);
+            self.b.def_var(iv, z);
+            acc_i.push(iv);
+            if vector {
+                let vty = clif_type(dt == DType::F32, true);
+                let vars = [0; 4].map(|_| {
+                    let v = self.b.declare_var(vty);
+                    let init = self.reduce_init(red.kind, dt, true);
+                    self.b.def_var(v, init);
+                    v
+                });
+                acc_v.push(vars);
+            }
+        }
+        let scan_vars: Vec<Option<Variable>> = k
+            .stores
+            .iter()
+            .map(|s| {
+                if s.pass == p && matches!(s.source, StoreSource::ScanSum(_)) {
+                    let ty = clif_type(s.dtype == DType::F32, false);
+                    let v = self.b.declare_var(ty);
+                    let z = self.zero(s.dtype, false);
+                    self.b.def_var(v, z);
+                    Some(v)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if vector {
+            for (step, unroll) in [(16i64, 4usize), (4, 1)] {
+                let head = self.b.create_block();
+                let body = self.b.create_block();
+                let exit = self.b.create_block();
+                self.b.ins().jump(head, &[]);
+                self.b.switch_to_block(head);
+                let jv = self.b.use_var(j);
+                let jn = self.b.ins().iadd_imm_s(jv, step);
+                let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1);
+                self.b.ins().brif(fits, body, &[], exit, &[]);
+                self.b.switch_to_block(body);
+                let jv = self.b.use_var(j);
+                for u in 0..unroll {
+                    let ju = self.b.ins().iadd_imm_s(jv, 4 * u as i64);
+                    let mut memo = inv_vector.clone();
+                    for (ri, &r) in reds.iter().enumerate() {
+                        let red = &k.reductions[r];
+                        let v = self.eval(red.value, true, Some(ju), &mut memo);
+                        let dt = k.types[red.value as usize];
+                        let acc = self.b.use_var(acc_v[ri][u]);
+                        let c = self.combine(red.kind, dt, acc, v);
+                        self.b.def_var(acc_v[ri][u], c);
+                    }
+                    self.emit_stores(p, true, ju, &mut memo, &scan_vars);
+                }
+                let jn = self.b.ins().iadd_imm_s(jv, step);
+                self.b.def_var(j, jn);
+                self.b.ins().jump(head, &[]);
+                self.b.seal_block(body);
+                self.b.seal_block(head);
+                self.b.switch_to_block(exit);
+                self.b.seal_block(exit);
+            }
+            // fold the vector accumulators into the scalar ones
+            for (ri, &r) in reds.iter().enumerate() {
+                let red = &k.reductions[r];
+                let dt = k.types[red.value as usize];
+                let mut v = self.b.use_var(acc_v[ri][0]);
+                for &var in &acc_v[ri][1..] {
+                    let w = self.b.use_var(var);
+                    v = self.combine(red.kind, dt, v, w);
+                }
+                let mut s = self.b.use_var(acc_s[ri]);
+                for l in 0..4u8 {
+                    let x = self.b.ins().extractlane(v, l);
+                    s = self.combine(red.kind, dt, s, x);
+                }
+                self.b.def_var(acc_s[ri], s);
+            }
+        }
+        // scalar loop (the tail of the vector loops, or the whole pass)
+        {
+            let head = self.b.create_block();
+            let body = self.b.create_block();
+            let exit = self.b.create_block();
+            self.b.ins().jump(head, &[]);
+            self.b.switch_to_block(head);
+            let jv = self.b.use_var(j);
+            let more = self.b.ins().icmp(IntCC::SignedLessThan, jv, j1);
+            self.b.ins().brif(more, body, &[], exit, &[]);
+            self.b.switch_to_block(body);
+            let jv = self.b.use_var(j);
+            let mut memo = inv_scalar.clone();
+            for (ri, &r) in reds.iter().enumerate() {
+                let red = &k.reductions[r];
+                let v = self.eval(red.value, false, Some(jv), &mut memo);
+                let dt = k.types[red.value as usize];
+                if red.kind == ReduceKind::ArgMax {
+                    let best = self.b.use_var(acc_s[ri]);
+                    let kv = self.order_key(v, dt);
+                    let better = self.b.ins().icmp(IntCC::SignedGreaterThan, kv, best);
+                    let nb = self.b.ins().select(better, kv, best);
+                    self.b.def_var(acc_s[ri], nb);
+                    let bi = self.b.use_var(acc_i[ri]);
+                    let j32 = self.b.ins().ireduce(types::I32, jv);
+                    let ni = self.b.ins().select(better, j32, bi);
+                    self.b.def_var(acc_i[ri], ni);
+                } else {
+                    let acc = self.b.use_var(acc_s[ri]);
+                    let c = self.combine(red.kind, dt, acc, v);
+                    self.b.def_var(acc_s[ri], c);
+                }
+            }
+            self.emit_stores(p, false, jv, &mut memo, &scan_vars);
+            let jn = self.b.ins().iadd_imm_s(jv, 1);
+            self.b.def_var(j, jn);
+            self.b.ins().jump(head, &[]);
+            self.b.seal_block(body);
+            self.b.seal_block(head);
+            self.b.switch_to_block(exit);
+            self.b.seal_block(exit);
+        }
+        for (ri, &r) in reds.iter().enumerate() {
+            let v = if k.reductions[r].kind == ReduceKind::ArgMax {
+                self.b.use_var(acc_i[ri])
+            } else {
+                self.b.use_var(acc_s[ri])
+            };
+            self.slots[r] = Some(v);
+        }
+        for (si, s) in k.stores.iter().enumerate() {
+            if s.pass != p {
+                continue;
+            }
+            match &s.source {
+                StoreSource::Slot(slot) => {
+                    let v = self.slots[*slot as usize].expect("slot computed in this pass");
+                    self.b.ins().store(flags(), v, self.row_store[si], 0);
+                }
+                StoreSource::TopK { value, k: kk, out_stride } => {
+                    self.emit_topk(*value, *kk, *out_stride, self.row_store[si], j0, j1, &inv_scalar);
+                }
+                StoreSource::Elem(_) | StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } => {}
+            }
+        }
+    }
+
+    fn emit_stores(
+        &mut self,
+        p: u32,
+        vector: bool,
+        j: Value,
+        memo: &mut Memo,
+        scan_vars: &[Option<Variable>],
+    ) {
+        let k = self.k;
+        for (si, s) in k.stores.iter().enumerate() {
+            if s.pass != p {
+                continue;
+            }
+            match &s.source {
+                StoreSource::Elem(v) => {
+                    let val = self.eval(*v, vector, Some(j), memo);
+                    let addr = self.addr_at(self.row_store[si], s.access.inner, j);
+                    self.b.ins().store(flags(), val, addr, 0);
+                }
+                StoreSource::ScanSum(v) => {
+                    let val = self.eval(*v, false, Some(j), memo);
+                    let var = scan_vars[si].expect("scan variable declared for this pass");
+                    let acc = self.b.use_var(var);
+                    let sum = if s.dtype == DType::F32 {
+                        self.b.ins().fadd(acc, val)
+                    } else {
+                        self.b.ins().iadd(acc, val)
+                    };
+                    self.b.def_var(var, sum);
+                    let addr = self.addr_at(self.row_store[si], s.access.inner, j);
+                    self.b.ins().store(flags(), sum, addr, 0);
+                }
+                StoreSource::AddIndirect { value, index, rows, row_stride } => {
+                    let val = self.eval(*value, false, Some(j), memo);
+                    let idx = self.eval(*index, false, Some(j), memo);
+                    let valid = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, idx, *rows as i64);
+                    let skip = self.b.create_block();
+                    let doit = self.b.create_block();
+                    self.b.ins().brif(valid, doit, &[], skip, &[]);
+                    self.b.switch_to_block(doit);
+                    self.b.seal_block(doit);
+                    let idx64 = self.b.ins().sextend(types::I64, idx);
+                    let roff = self.b.ins().imul_imm_s(idx64, *row_stride * 4);
+                    let base = self.b.ins().iadd(self.row_store[si], roff);
+                    let addr = self.addr_at(base, s.access.inner, j);
+                    let ty = clif_type(s.dtype == DType::F32, false);
+                    let old = self.b.ins().load(ty, flags(), addr, 0);
+                    let new = if s.dtype == DType::F32 {
+                        self.b.ins().fadd(old, val)
+                    } else {
+                        self.b.ins().iadd(old, val)
+                    };
+                    self.b.ins().store(flags(), new, addr, 0);
+                    self.b.ins().jump(skip, &[]);
+                    self.b.switch_to_block(skip);
+                    self.b.seal_block(skip);
+                }
+                StoreSource::Slot(_) | StoreSource::TopK { .. } => {}
+            }
+        }
+    }
+
+    /// Sweeps the row `k` times; sweep `t` finds the largest element strictly after the
+    /// previous pick in the order (value descending, index ascending).
+    #[allow(clippy::too_many_arguments)]
+    fn emit_topk(
+        &mut self,
+        value: ExprId,
+        kk: u32,
+        out_stride: i64,
+        out: Value,
+        j0: Value,
+        j1: Value,
+        inv: &Memo,
+    ) {
+        let dt = self.k.types[value as usize];
+        let ty = types::I32;
+        let pv = self.b.declare_var(ty);
+        let pj = self.b.declare_var(types::I64);
+        let top = self.b.ins().iconst(types::I32, i32::MAX as i64);
+        self.b.def_var(pv, top);
+        let m1 = self.b.ins().iconst(types::I64, -1);
+        self.b.def_var(pj, m1);
+        for t in 0..kk {
+            let best = self.b.declare_var(ty);
+            let bj = self.b.declare_var(types::I64);
+            let bottom = self.b.ins().iconst(types::I32, i32::MIN as i64);
+            self.b.def_var(best, bottom);
+            let m1 = self.b.ins().iconst(types::I64, -1);
+            self.b.def_var(bj, m1);
+            let j = self.b.declare_var(types::I64);
+            self.b.def_var(j, j0);
+            let head = self.b.create_block();
+            let body = self.b.create_block();
+            let exit = self.b.create_block();
+            self.b.ins().jump(head, &[]);
+            self.b.switch_to_block(head);
+            let jv = self.b.use_var(j);
+            let more = self.b.ins().icmp(IntCC::SignedLessThan, jv, j1);
+            self.b.ins().brif(more, body, &[], exit, &[]);
+            self.b.switch_to_block(body);
+            let jv = self.b.use_var(j);
+            let mut memo = inv.clone();
+            let raw = self.eval(value, false, Some(jv), &mut memo);
+            let v = self.order_key(raw, dt);
+            let (pvv, pjv, bv, bjv) =
+                (self.b.use_var(pv), self.b.use_var(pj), self.b.use_var(best), self.b.use_var(bj));
+            let lt = self.b.ins().icmp(IntCC::SignedLessThan, v, pvv);
+            let eq = self.b.ins().icmp(IntCC::Equal, v, pvv);
+            let gt = self.b.ins().icmp(IntCC::SignedGreaterThan, v, bv);
+            let after_prev = self.b.ins().icmp(IntCC::SignedGreaterThan, jv, pjv);
+            let tie_after = self.b.ins().band(eq, after_prev);
+            let candidate = self.b.ins().bor(lt, tie_after);
+            let none_yet = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, bjv, 0);
+            let better = self.b.ins().bor(gt, none_yet);
+            let take = self.b.ins().band(candidate, better);
+            let nb = self.b.ins().select(take, v, bv);
+            let nj = self.b.ins().select(take, jv, bjv);
+            self.b.def_var(best, nb);
+            self.b.def_var(bj, nj);
+            let jn = self.b.ins().iadd_imm_s(jv, 1);
+            self.b.def_var(j, jn);
+            self.b.ins().jump(head, &[]);
+            self.b.seal_block(body);
+            self.b.seal_block(head);
+            self.b.switch_to_block(exit);
+            self.b.seal_block(exit);
+            let bv = self.b.use_var(best);
+            let bjv = self.b.use_var(bj);
+            let idx = self.b.ins().ireduce(types::I32, bjv);
+            self.b.ins().store(flags(), idx, out, (t as i64 * out_stride * 4) as i32);
+            self.b.def_var(pv, bv);
+            self.b.def_var(pj, bjv);
+        }
+    }
+
+    /// An i32 whose signed order is the value order of arg-max and top-k: floats by their
+    /// sign-magnitude bits flipped to two's complement order, -0.0 as +0.0, NaN above +inf.
+    fn order_key(&mut self, v: Value, dt: DType) -> Value {
+        if dt != DType::F32 {
+            return v;
+        }
+        let zero = self.b.ins().f32const(0.0);
+        let z = self.b.ins().fadd(v, zero);
+        let bits = self.b.ins().bitcast(types::I32, MemFlagsData::new(), z);
+        let sign = self.b.ins().sshr_imm_u(bits, 31);
+        let mask = self.b.ins().ushr_imm_u(sign, 1);
+        let key = self.b.ins().bxor(bits, mask);
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, v, v);
+        let top = self.b.ins().iconst(types::I32, i32::MAX as i64);
+        self.b.ins().select(nan, top, key)
+    }
+
+    fn addr_at(&mut self, base: Value, inner: i64, j: Value) -> Value {
+        if inner == 0 {
+            return base;
+        }
+        let off = self.b.ins().imul_imm_s(j, inner * 4);
+        self.b.ins().iadd(base, off)
+    }
+
+    fn zero(&mut self, dt: DType, vector: bool) -> Value {
+        let s =
+            if dt == DType::F32 { self.b.ins().f32const(0.0) } else { self.b.ins().iconst(types::I32, 0) };
+        if vector { self.b.ins().splat(clif_type(dt == DType::F32, true), s) } else { s }
+    }
+
+    fn reduce_init(&mut self, kind: ReduceKind, dt: DType, vector: bool) -> Value {
+        let float = dt == DType::F32;
+        let s = match (kind, float) {
+            (ReduceKind::Sum, true) => self.b.ins().f32const(0.0),
+            (ReduceKind::Sum, false) => self.b.ins().iconst(types::I32, 0),
+            (ReduceKind::Max | ReduceKind::ArgMax, true) => self.b.ins().f32const(f32::NEG_INFINITY),
+            (ReduceKind::Max | ReduceKind::ArgMax, false) => self.b.ins().iconst(types::I32, i32::MIN as i64),
+            (ReduceKind::Min, true) => self.b.ins().f32const(f32::INFINITY),
+            (ReduceKind::Min, false) => self.b.ins().iconst(types::I32, i32::MAX as i64),
+        };
+        if vector { self.b.ins().splat(clif_type(float, true), s) } else { s }
+    }
+
+    fn combine(&mut self, kind: ReduceKind, dt: DType, a: Value, x: Value) -> Value {
+        let float = dt == DType::F32;
+        match (kind, float) {
+            (ReduceKind::Sum, true) => self.b.ins().fadd(a, x),
+            (ReduceKind::Sum, false) => self.b.ins().iadd(a, x),
+            (ReduceKind::Max | ReduceKind::ArgMax, true) => self.b.ins().fmax(a, x),
+            (ReduceKind::Max | ReduceKind::ArgMax, false) => self.b.ins().smax(a, x),
+            (ReduceKind::Min, true) => self.b.ins().fmin(a, x),
+            (ReduceKind::Min, false) => self.b.ins().smin(a, x),
+        }
+    }
+
+    /// Converts a comparison result (i8 scalar or lane mask) to i32 0 / 1.
+    fn bool_from_cmp(&mut self, c: Value, vector: bool) -> Value {
+        if vector {
+            let ty = self.b.func.dfg.value_type(c);
+            let m =
+                if ty == types::I32X4 { c } else { self.b.ins().bitcast(types::I32X4, little_endian(), c) };
+            let one = self.b.ins().iconst(types::I32, 1);
+            let ones = self.b.ins().splat(types::I32X4, one);
+            self.b.ins().band(m, ones)
+        } else {
+            self.b.ins().uextend(types::I32, c)
+        }
+    }
+
+    fn eval(&mut self, e: ExprId, vector: bool, j: Option<Value>, memo: &mut Memo) -> Value {
+        if let Some(&v) = memo.get(&(e, vector)) {
+            return v;
+        }
+        let k = self.k;
+        let dt = k.types[e as usize];
+        let float = dt == DType::F32;
+        let ty = clif_type(float, vector);
+        if vector && self.invariant[e as usize] {
+            let s = self.eval(e, false, None, memo);
+            let v = self.b.ins().splat(ty, s);
+            memo.insert((e, true), v);
+            return v;
+        }
+        // invariant expressions evaluated in a body use the scalar path, then splat
+        let jv = if self.invariant[e as usize] { None } else { j };
+        let v = match &k.exprs[e as usize] {
+            Expr::Const { bits, dtype } => {
+                let x = f64::from_bits(*bits);
+                let s = if *dtype == DType::F32 {
+                    self.b.ins().f32const(x as f32)
+                } else {
+                    self.b.ins().iconst(types::I32, x as i32 as i64)
+                };
+                if vector { self.b.ins().splat(ty, s) } else { s }
+            }
+            Expr::Load { access, .. } => {
+                let base = self.row_expr[&e];
+                match jv {
+                    None => {
+                        let s = self.b.ins().load(clif_type(float, false), flags(), base, 0);
+                        if vector { self.b.ins().splat(ty, s) } else { s }
+                    }
+                    Some(j) => {
+                        let addr = self.addr_at(base, access.inner, j);
+                        self.b.ins().load(ty, flags(), addr, 0)
+                    }
+                }
+            }
+            Expr::GatherLoad { access, index, rows, row_stride, .. } => {
+                let idx = self.eval(*index, false, j, memo);
+                let valid = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, idx, *rows as i64);
+                let zero32 = self.b.ins().iconst(types::I32, 0);
+                let safe = self.b.ins().select(valid, idx, zero32);
+                let idx64 = self.b.ins().sextend(types::I64, safe);
+                let roff = self.b.ins().imul_imm_s(idx64, *row_stride * 4);
+                let base = self.b.ins().iadd(self.row_expr[&e], roff);
+                let (addr, lty) = match jv {
+                    None => (base, clif_type(float, false)),
+                    Some(j) => (self.addr_at(base, access.inner, j), ty),
+                };
+                let loaded = self.b.ins().load(lty, flags(), addr, 0);
+                let z = self.zero(dt, lty.is_vector());
+                let s = self.b.ins().select(valid, loaded, z);
+                if vector && !lty.is_vector() { self.b.ins().splat(ty, s) } else { s }
+            }
+            Expr::Index { access } => self.index_value(e, access.inner, vector, jv),
+            Expr::Random { key, stream, access } => {
+                // `ir::random_uniform_value`, inline on i32 lanes (wrapping ops only)
+                let index = self.index_value(e, access.inner, vector, jv);
+                let keyv = self.eval(*key, vector, j, memo);
+                let ity = clif_type(false, vector);
+                let c = |g: &mut Self, x: i64| {
+                    let s = g.b.ins().iconst(types::I32, x);
+                    if vector { g.b.ins().splat(ity, s) } else { s }
+                };
+                let golden = c(self, 0x9e37_79b9u32 as i32 as i64);
+                let k0 = self.b.ins().bxor(keyv, golden);
+                let k1 = self.mix32(k0, vector);
+                let st = c(self, *stream as i32 as i64);
+                let k2 = self.b.ins().bxor(k1, st);
+                let seed = self.mix32(k2, vector);
+                let h0 = self.b.ins().bxor(index, seed);
+                let h1 = self.mix32(h0, vector);
+                let h2 = self.b.ins().iadd(h1, seed);
+                let h = self.mix32(h2, vector);
+                let top = self.b.ins().ushr_imm_u(h, 8);
+                let f = self.b.ins().fcvt_from_sint(ty, top);
+                let scale = self.b.ins().f32const(1.0 / 16_777_216.0);
+                let scale = if vector { self.b.ins().splat(ty, scale) } else { scale };
+                self.b.ins().fmul(f, scale)
+            }
+            Expr::RowScalar { slot } => {
+                let s = self.slots[*slot as usize].expect("row scalar computed in an earlier pass");
+                if vector { self.b.ins().splat(ty, s) } else { s }
+            }
+            Expr::Unary { op, x } => {
+                let xv = self.eval(*x, vector, j, memo);
+                self.unary(*op, dt, xv, vector)
+            }
+            Expr::Binary { op, a, b } => {
+                // which operand, if any, is the constant +0.0 (for the ReLU lowering)
+                let relu_zero = if is_zero_const(&k.exprs[*b as usize]) {
+                    Some(true)
+                } else if is_zero_const(&k.exprs[*a as usize]) {
+                    Some(false)
+                } else {
+                    None
+                };
+                let av = self.eval(*a, vector, j, memo);
+                let bv = self.eval(*b, vector, j, memo);
+                let operand_dt = k.types[*a as usize];
+                self.binary(*op, operand_dt, av, bv, vector, relu_zero)
+            }
+            Expr::Select { cond, a, b } => {
+                let c = self.eval(*cond, vector, j, memo);
+                let av = self.eval(*a, vector, j, memo);
+                let bv = self.eval(*b, vector, j, memo);
+                if vector {
+                    let zero = self.b.ins().iconst(types::I32, 0);
+                    let zeros = self.b.ins().splat(types::I32X4, zero);
+                    let mask = self.b.ins().icmp(IntCC::NotEqual, c, zeros);
+                    let mask =
+                        if float { self.b.ins().bitcast(types::F32X4, little_endian(), mask) } else { mask };
+                    self.b.ins().bitselect(mask, av, bv)
+                } else {
+                    self.b.ins().select(c, av, bv)
+                }
+            }
+            Expr::Cast { to, x } => {
+                let from = k.types[*x as usize];
+                let xv = self.eval(*x, vector, j, memo);
+                self.cast(from, *to, xv, vector)
+            }
+        };
+        memo.insert((e, vector), v);
+        v
+    }
+
+    /// The i32 value of an affine index at `j` (lane `l` of a vector at `j + l`).
+    fn index_value(&mut self, e: ExprId, inner: i64, vector: bool, j: Option<Value>) -> Value {
+        let base = self.row_expr[&e];
+        let base32 = self.b.ins().ireduce(types::I32, base);
+        let at = match j {
+            None => base32,
+            Some(j) => {
+                let j32 = self.b.ins().ireduce(types::I32, j);
+                let step = self.b.ins().imul_imm_s(j32, inner);
+                self.b.ins().iadd(base32, step)
+            }
+        };
+        if !vector {
+            return at;
+        }
+        let s = self.b.ins().splat(types::I32X4, at);
+        if j.is_none() || inner == 0 {
+            return s;
+        }
+        let inner = self.b.ins().iconst(types::I32, inner);
+        let inner = self.b.ins().splat(types::I32X4, inner);
+        let lane_off = self.b.ins().imul(self.lanes, inner);
+        self.b.ins().iadd(s, lane_off)
+    }
+
+    /// `ir::random_mix32` ("lowbias32") on i32 lanes.
+    fn mix32(&mut self, x: Value, vector: bool) -> Value {
+        let ity = clif_type(false, vector);
+        let mul = |g: &mut Self, x: Value, m: u32| {
+            let c = g.b.ins().iconst(types::I32, m as i32 as i64);
+            let c = if vector { g.b.ins().splat(ity, c) } else { c };
+            g.b.ins().imul(x, c)
+        };
+        let s = self.b.ins().ushr_imm_u(x, 16);
+        let x = self.b.ins().bxor(x, s);
+        let x = mul(self, x, 0x7feb_352d);
+        let s = self.b.ins().ushr_imm_u(x, 15);
+        let x = self.b.ins().bxor(x, s);
+        let x = mul(self, x, 0x846c_a68b);
+        let s = self.b.ins().ushr_imm_u(x, 16);
+        self.b.ins().bxor(x, s)
+    }
+
+    fn unary(&mut self, op: UnaryOp, dt: DType, x: Value, vector: bool) -> Value {
+        let float = dt == DType::F32;
+        let ty = clif_type(float, vector);
+        match op {
+            UnaryOp::Neg => {
+                if float {
+                    self.b.ins().fneg(x)
+                } else {
+                    self.b.ins().ineg(x)
+                }
+            }
+            UnaryOp::Abs => {
+                if float {
+                    self.b.ins().fabs(x)
+                } else {
+                    self.b.ins().iabs(x)
+                }
+            }
+            UnaryOp::Sqrt => self.b.ins().sqrt(x),
+            UnaryOp::Rsqrt => {
+                let s = self.b.ins().sqrt(x);
+                let one = self.one_f32(ty);
+                self.b.ins().fdiv(one, s)
+            }
+            UnaryOp::Recip => {
+                let one = self.one_f32(ty);
+                self.b.ins().fdiv(one, x)
+            }
+            UnaryOp::Floor => self.b.ins().floor(x),
+            UnaryOp::Not => {
+                let one = self.b.ins().iconst(types::I32, 1);
+                let one = if vector { self.b.ins().splat(ty, one) } else { one };
+                self.b.ins().bxor(x, one)
+            }
+            UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Erf
+            | UnaryOp::Sin
+            | UnaryOp::Cos => math::emit_unary(self.b, op, x),
+        }
+    }
+
+    fn one_f32(&mut self, ty: Type) -> Value {
+        let one = self.b.ins().f32const(1.0);
+        if ty.is_vector() { self.b.ins().splat(ty, one) } else { one }
+    }
+
+    fn binary(
+        &mut self,
+        op: BinaryOp,
+        dt: DType,
+        a: Value,
+        b: Value,
+        vector: bool,
+        relu_zero: Option<bool>,
+    ) -> Value {
+        let float = dt == DType::F32;
+        if float {
+            let fcc = |g: &mut Self, cc: FloatCC| {
+                let c = g.b.ins().fcmp(cc, a, b);
+                g.bool_from_cmp(c, vector)
+            };
+            match op {
+                BinaryOp::Add => self.b.ins().fadd(a, b),
+                BinaryOp::Sub => self.b.ins().fsub(a, b),
+                BinaryOp::Mul => self.b.ins().fmul(a, b),
+                BinaryOp::Div => self.b.ins().fdiv(a, b),
+                BinaryOp::Rem => emit_call(self.b, scalar_calls::rem_f32_fn(), &[a, b]),
+                BinaryOp::Pow => math::emit_pow(self.b, a, b),
+                BinaryOp::Max if relu_zero.is_some() => {
+                    // max(x, 0) without fmax's ~10-instruction NaN/zero-sign expansion: take x
+                    // where 0 < x or x is NaN, else the zero operand (max(-0, +0) is +0).
+                    let (x, zero) = if relu_zero == Some(true) { (a, b) } else { (b, a) };
+                    let gt = self.b.ins().fcmp(FloatCC::LessThan, zero, x);
+                    let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
+                    let m = self.b.ins().bor(gt, nan);
+                    if vector {
+                        let m = self.b.ins().bitcast(types::F32X4, little_endian(), m);
+                        self.b.ins().bitselect(m, x, zero)
+                    } else {
+                        self.b.ins().select(m, x, zero)
+                    }
+                }
+                BinaryOp::Max => self.b.ins().fmax(a, b),
+                BinaryOp::Min => self.b.ins().fmin(a, b),
+                BinaryOp::Eq => fcc(self, FloatCC::Equal),
+                BinaryOp::Ne => fcc(self, FloatCC::NotEqual),
+                BinaryOp::Lt => fcc(self, FloatCC::LessThan),
+                BinaryOp::Le => fcc(self, FloatCC::LessThanOrEqual),
+                BinaryOp::Gt => fcc(self, FloatCC::GreaterThan),
+                BinaryOp::Ge => fcc(self, FloatCC::GreaterThanOrEqual),
+                BinaryOp::And => self.b.ins().band(a, b),
+                BinaryOp::Or => self.b.ins().bor(a, b),
+            }
+        } else {
+            let icc = |g: &mut Self, cc: IntCC| {
+                let c = g.b.ins().icmp(cc, a, b);
+                g.bool_from_cmp(c, vector)
+            };
+            match op {
+                BinaryOp::Add => self.b.ins().iadd(a, b),
+                BinaryOp::Sub => self.b.ins().isub(a, b),
+                BinaryOp::Mul => self.b.ins().imul(a, b),
+                BinaryOp::Div => emit_call(self.b, scalar_calls::div_i32_fn(), &[a, b]),
+                BinaryOp::Rem => emit_call(self.b, scalar_calls::rem_i32_fn(), &[a, b]),
+                BinaryOp::Pow => unreachable!("pow is float-only (checked by the type rules)"),
+                BinaryOp::Max => self.b.ins().smax(a, b),
+                BinaryOp::Min => self.b.ins().smin(a, b),
+                BinaryOp::Eq => icc(self, IntCC::Equal),
+                BinaryOp::Ne => icc(self, IntCC::NotEqual),
+                BinaryOp::Lt => icc(self, IntCC::SignedLessThan),
+                BinaryOp::Le => icc(self, IntCC::SignedLessThanOrEqual),
+                BinaryOp::Gt => icc(self, IntCC::SignedGreaterThan),
+                BinaryOp::Ge => icc(self, IntCC::SignedGreaterThanOrEqual),
+                BinaryOp::And => self.b.ins().band(a, b),
+                BinaryOp::Or => self.b.ins().bor(a, b),
+            }
+        }
+    }
+
+    fn cast(&mut self, from: DType, to: DType, x: Value, vector: bool) -> Value {
+        let ity = clif_type(false, vector);
+        let fty = clif_type(true, vector);
+        match (from, to) {
+            (DType::F32, DType::F32) | (DType::I32, DType::I32) | (DType::Bool, DType::Bool) => x,
+            (DType::Bool, DType::I32) => x,
+            (DType::F32, DType::I32) => self.b.ins().fcvt_to_sint_sat(ity, x),
+            (DType::I32 | DType::Bool, DType::F32) => self.b.ins().fcvt_from_sint(fty, x),
+            (DType::F32, DType::Bool) => {
+                let z = self.zero(DType::F32, vector);
+                let c = self.b.ins().fcmp(FloatCC::NotEqual, x, z);
+                self.bool_from_cmp(c, vector)
+            }
+            (DType::I32, DType::Bool) => {
+                let z = self.zero(DType::I32, vector);
+                let c = self.b.ins().icmp(IntCC::NotEqual, x, z);
+                self.bool_from_cmp(c, vector)
+            }
+        }
+    }
+}

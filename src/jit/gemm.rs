@@ -1,0 +1,245 @@
+//! Single-precision matrix products for the executor: `C = alpha A B + beta C` on strided
+//! operands (a transposed operand is just swapped strides, never a copy), and the row ranges
+//! that split one product over the executor's threads.
+//!
+//! The work is done by `matrixmultiply` (packed 8x8 AVX2 + FMA micro-kernel chosen at run
+//! time). It was picked by benchmark over the `gemm` crate and a Cranelift micro-kernel (which
+//! is limited to 128-bit vectors); figures and commands are in `BENCHMARKS.md`. Bias,
+//! activation and residual epilogues stay in JIT kernels run over C afterwards.
+
+use std::ops::Range;
+
+/// A strided f32 matrix operand: element `(i, j)` is at `ptr + i * row_stride + j * col_stride`
+/// (in elements). Row-major `[rows, cols]` is `(cols, 1)`; its transpose is `(1, cols)`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef {
+    pub ptr: *const f32,
+    pub row_stride: isize,
+    pub col_stride: isize,
+}
+
+/// The output matrix of a product; same addressing as [`MatRef`].
+#[derive(Clone, Copy, Debug)]
+pub struct MatMut {
+    pub ptr: *mut f32,
+    pub row_stride: isize,
+    pub col_stride: isize,
+}
+
+impl MatRef {
+    /// Row-major `[rows, cols]` with contiguous rows; `transposed` reads it as `[cols, rows]`.
+    pub fn row_major(ptr: *const f32, cols: usize, transposed: bool) -> MatRef {
+        let (row_stride, col_stride) = if transposed { (1, cols as isize) } else { (cols as isize, 1) };
+        MatRef { ptr, row_stride, col_stride }
+    }
+}
+
+impl MatMut {
+    /// Row-major `[rows, cols]` with contiguous rows.
+    pub fn row_major(ptr: *mut f32, cols: usize) -> MatMut {
+        MatMut { ptr, row_stride: cols as isize, col_stride: 1 }
+    }
+}
+
+/// `C = alpha A B + beta C` with `A: [m, k]`, `B: [k, n]`, `C: [m, n]`.
+///
+/// With `beta == 0` C is only written (it may hold garbage or NaN before). With `k == 0` the
+/// product term is zero, so C becomes `beta C`.
+///
+/// # Safety
+/// Every element addressed by `a` (`m x k`), `b` (`k x n`) and `c` (`m x n`) must be valid; C
+/// must not overlap A or B, and distinct `(i, j)` of C must be distinct addresses.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { sgemm_rows(0..m, k, n, alpha, a, b, beta, c) }
+}
+
+/// Rows `rows` of `C = alpha A B + beta C`: the same product as [`sgemm`] restricted to those
+/// rows of A and C. Calls on disjoint ranges write disjoint parts of C and may run concurrently
+/// (the executor hands out the ranges of [`row_partition`] to its threads).
+///
+/// # Safety
+/// As for [`sgemm`] with `m = rows.end`; concurrent calls must use disjoint row ranges.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_rows(
+    rows: Range<usize>,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+) {
+    let m = rows.end.saturating_sub(rows.start);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let first = rows.start as isize;
+    // SAFETY: the caller guarantees rows `rows` of A and C are valid, so these offsets stay
+    // inside the operands.
+    unsafe {
+        let a_ptr = a.ptr.offset(first * a.row_stride);
+        let c_ptr = c.ptr.offset(first * c.row_stride);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a_ptr,
+            a.row_stride,
+            a.col_stride,
+            b.ptr,
+            b.row_stride,
+            b.col_stride,
+            beta,
+            c_ptr,
+            c.row_stride,
+            c.col_stride,
+        );
+    }
+}
+
+/// Height of the micro-kernel's row tile: range boundaries at multiples of it waste no work.
+pub const ROW_TILE: usize = 8;
+
+/// Splits the `m` rows of a product `[m, k] x [k, n]` into at most `parts` contiguous ranges
+/// of near-equal size, aligned to [`ROW_TILE`], for [`sgemm_rows`]. Products too small to repay
+/// a hand-off between threads (under about 2^18 multiply-adds per range, roughly 10 µs) get
+/// fewer ranges; an empty product gets none.
+pub fn row_partition(m: usize, k: usize, n: usize, parts: usize) -> Vec<Range<usize>> {
+    const MIN_WORK_PER_PART: usize = 1 << 18;
+    if m == 0 || n == 0 {
+        return Vec::new();
+    }
+    let work = m.saturating_mul(k.max(1)).saturating_mul(n);
+    let by_work = (work / MIN_WORK_PER_PART).max(1);
+    let by_tiles = m.div_ceil(ROW_TILE);
+    let parts = parts.max(1).min(by_work).min(by_tiles);
+    let tiles_per_part = by_tiles.div_ceil(parts);
+    let rows_per_part = tiles_per_part * ROW_TILE;
+    (0..parts)
+        .map(|p| (p * rows_per_part).min(m)..((p + 1) * rows_per_part).min(m))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `C = alpha A B + beta C` in f64 with plain loops, from row-major (possibly transposed)
+    /// storage.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: &[f32],
+        ta: bool,
+        b: &[f32],
+        tb: bool,
+        beta: f32,
+        c: &[f32],
+    ) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f64;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    acc += av as f64 * bv as f64;
+                }
+                let prior = if beta == 0.0 { 0.0 } else { beta as f64 * c[i * n + j] as f64 };
+                out[i * n + j] = alpha as f64 * acc + prior;
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, alpha: f32, beta: f32, parts: usize) {
+        let a = values(m * k, 1);
+        let b = values(k * n, 2);
+        // With beta = 0 the old C must be ignored, NaN included.
+        let c0: Vec<f32> = if beta == 0.0 { vec![f32::NAN; m * n] } else { values(m * n, 3) };
+        let want = naive(m, k, n, alpha, &a, ta, &b, tb, beta, &c0);
+        let mut c = c0.clone();
+        let am = MatRef::row_major(a.as_ptr(), if ta { m } else { k }, ta);
+        let bm = MatRef::row_major(b.as_ptr(), if tb { k } else { n }, tb);
+        let cm = MatMut::row_major(c.as_mut_ptr(), n);
+        let ranges = row_partition(m, k, n, parts);
+        let covered: usize = ranges.iter().map(|r| r.len()).sum();
+        assert_eq!(covered, m, "partition of {m} rows: {ranges:?}");
+        for r in ranges {
+            // SAFETY: the buffers hold exactly the m x k, k x n and m x n elements addressed.
+            unsafe { sgemm_rows(r, k, n, alpha, am, bm, beta, cm) };
+        }
+        for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
+            let tol = 1e-5 * (k as f64 + 1.0) * (alpha.abs() as f64 + beta.abs() as f64 + 1.0);
+            assert!(
+                (got as f64 - w).abs() <= tol,
+                "m={m} k={k} n={n} ta={ta} tb={tb} alpha={alpha} beta={beta}: \
+                 C[{}, {}] = {got}, expected {w}",
+                idx / n,
+                idx % n
+            );
+        }
+    }
+
+    #[test]
+    fn awkward_sizes_all_transposes_match_naive_f64() {
+        let sizes = [1, 3, 5, 17, 63, 65, 129];
+        for &m in &sizes {
+            for &(k, n) in &[(1, 1), (3, 17), (17, 3), (65, 63), (129, 5), (5, 129)] {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    check(m, k, n, ta, tb, 1.0, 0.0, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn alpha_beta_variants_match_naive_f64() {
+        for (alpha, beta) in [(1.0, 1.0), (0.5, -2.0), (-1.0, 0.0), (2.0, 0.25)] {
+            for (ta, tb) in [(false, false), (true, true)] {
+                check(65, 17, 63, ta, tb, alpha, beta, 1);
+                check(17, 129, 5, ta, tb, alpha, beta, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn row_ranges_computed_separately_give_the_whole_product() {
+        check(129, 65, 63, false, true, 1.0, 1.0, 2);
+        check(129, 65, 63, true, false, 1.0, 0.0, 3);
+        check(1000, 64, 64, false, false, 1.0, 0.0, 2);
+    }
+
+    #[test]
+    fn row_partition_is_tile_aligned_and_skips_tiny_products() {
+        assert_eq!(row_partition(1024, 512, 512, 2), vec![0..512, 512..1024]);
+        assert_eq!(row_partition(100, 512, 512, 2), vec![0..56, 56..100]);
+        assert_eq!(row_partition(64, 64, 64, 2), vec![0..64]);
+        assert_eq!(row_partition(0, 64, 64, 2), Vec::<Range<usize>>::new());
+        assert_eq!(row_partition(5, 4096, 4096, 4), vec![0..5]);
+    }
+
+    #[test]
+    fn zero_depth_scales_c_by_beta() {
+        let mut c = vec![2.0f32; 6];
+        let a = [0.0f32; 0];
+        let cm = MatMut::row_major(c.as_mut_ptr(), 3);
+        let am = MatRef::row_major(a.as_ptr(), 0, false);
+        let bm = MatRef::row_major(a.as_ptr(), 3, false);
+        // SAFETY: with k = 0 no element of A or B is read; C is 2 x 3.
+        unsafe { sgemm(2, 0, 3, 1.0, am, bm, 0.5, cm) };
+        assert_eq!(c, vec![1.0; 6]);
+    }
+}

@@ -1,0 +1,312 @@
+//! Differential tests of every op: the JIT against the reference interpreter on random inputs
+//! with awkward shapes (1, 3, 5, 17, 63; broadcasting on each axis), at 1 and 2 threads, with
+//! output buffers poisoned first.
+
+mod jit_support;
+
+use jit_support::check_graph;
+use modelc::ir::{BinaryOp, DType, Graph, NodeId, Op, ReduceOp, TensorType, UnaryOp};
+
+const SHAPES: [&[usize]; 5] = [&[1], &[3], &[5, 17], &[3, 63], &[2, 3, 5]];
+
+fn input(g: &mut Graph, name: &str, dtype: DType, shape: &[usize]) -> NodeId {
+    g.add_input(name, TensorType::new(dtype, shape.to_vec()), None)
+}
+
+/// `abs(x) + 0.5`: a positive operand for log, sqrt, pow.
+fn positive(g: &mut Graph, x: NodeId) -> NodeId {
+    let a = g.unary(UnaryOp::Abs, x);
+    let half = g.constant(0.5, g.ty(x).clone());
+    g.binary(BinaryOp::Add, a, half)
+}
+
+#[test]
+fn unary_ops_match_reference() {
+    for (c, shape) in SHAPES.iter().enumerate() {
+        for op in UnaryOp::ALL {
+            for dtype in [DType::F32, DType::I32, DType::Bool] {
+                if !op.accepts(dtype) {
+                    continue;
+                }
+                let mut g = Graph::new(format!("unary_{}_{dtype}", op.name()));
+                let x = input(&mut g, "x", dtype, shape);
+                let needs_positive = matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt);
+                let arg = if needs_positive { positive(&mut g, x) } else { x };
+                let y = g.unary(op, arg);
+                g.add_output("y", y);
+                check_graph(&g, &g.name.clone(), c as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_ops_match_reference() {
+    for (c, shape) in SHAPES.iter().enumerate() {
+        for op in BinaryOp::ALL {
+            for dtype in [DType::F32, DType::I32, DType::Bool] {
+                if op.result_dtype(dtype).is_none() {
+                    continue;
+                }
+                let mut g = Graph::new(format!("binary_{}_{dtype}", op.name()));
+                let a = input(&mut g, "a", dtype, shape);
+                let b = input(&mut g, "b", dtype, shape);
+                let (a, b) = match (op, dtype) {
+                    (BinaryOp::Pow, _) => (positive(&mut g, a), b),
+                    // odd divisors: never zero, both signs
+                    (BinaryOp::Div | BinaryOp::Rem, DType::I32) => {
+                        let two = g.constant(2.0, g.ty(b).clone());
+                        let one = g.constant(1.0, g.ty(b).clone());
+                        let b2 = g.binary(BinaryOp::Mul, b, two);
+                        (a, g.binary(BinaryOp::Add, b2, one))
+                    }
+                    _ => (a, b),
+                };
+                let y = g.binary(op, a, b);
+                g.add_output("y", y);
+                check_graph(&g, &g.name.clone(), c as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn broadcasting_on_each_axis_matches_reference() {
+    let full = [3usize, 17, 5];
+    for axis in 0..3 {
+        let mut small = full.to_vec();
+        small[axis] = 1;
+        let mut g = Graph::new(format!("broadcast_axis{axis}"));
+        let a = input(&mut g, "a", DType::F32, &small);
+        let b = input(&mut g, "b", DType::F32, &full);
+        let ab = g.broadcast_to(a, &full).unwrap();
+        let m = g.binary(BinaryOp::Mul, ab, b);
+        let y = g.binary(BinaryOp::Sub, m, ab);
+        g.add_output("y", y);
+        check_graph(&g, &g.name.clone(), axis as u64);
+    }
+    // a scalar and a vector along the last axis
+    let mut g = Graph::new("broadcast_scalar_and_row");
+    let s = input(&mut g, "s", DType::F32, &[]);
+    let r = input(&mut g, "r", DType::F32, &[5]);
+    let x = input(&mut g, "x", DType::F32, &full);
+    let sb = g.broadcast_to(s, &full).unwrap();
+    let rb = g.broadcast_to(r, &full).unwrap();
+    let t = g.binary(BinaryOp::Mul, x, sb);
+    let y = g.binary(BinaryOp::Add, t, rb);
+    g.add_output("y", y);
+    check_graph(&g, "broadcast_scalar_and_row", 0);
+}
+
+#[test]
+fn select_cast_iota_match_reference() {
+    for (c, shape) in SHAPES.iter().enumerate() {
+        let mut g = Graph::new("select");
+        let cnd = input(&mut g, "c", DType::Bool, shape);
+        let a = input(&mut g, "a", DType::F32, shape);
+        let b = input(&mut g, "b", DType::F32, shape);
+        let y = g.add(Op::Select, &[cnd, a, b], None);
+        g.add_output("y", y);
+        check_graph(&g, "select", c as u64);
+
+        for from in [DType::F32, DType::I32, DType::Bool] {
+            for to in [DType::F32, DType::I32, DType::Bool] {
+                let mut g = Graph::new(format!("cast_{from}_{to}"));
+                let x = input(&mut g, "x", from, shape);
+                // scale floats so the truncation to int is exercised over several values
+                let x = if from == DType::F32 {
+                    let k = g.constant(3.0, g.ty(x).clone());
+                    g.binary(BinaryOp::Mul, x, k)
+                } else {
+                    x
+                };
+                let y = g.add(Op::Cast { to }, &[x], None);
+                g.add_output("y", y);
+                check_graph(&g, &g.name.clone(), c as u64);
+            }
+        }
+
+        for axis in 0..shape.len() as u32 {
+            let mut g = Graph::new(format!("iota_axis{axis}"));
+            let ty = TensorType::new(DType::I32, shape.to_vec());
+            let i = g.add(Op::Iota { axis }, &[], Some(ty));
+            let x = input(&mut g, "x", DType::I32, shape);
+            let y = g.binary(BinaryOp::Add, i, x);
+            g.add_output("y", y);
+            check_graph(&g, &g.name.clone(), c as u64);
+        }
+    }
+}
+
+#[test]
+fn reductions_and_argmax_match_reference() {
+    for (c, shape) in [&[1usize][..], &[63], &[5, 17], &[3, 63], &[2, 3, 5]].iter().enumerate() {
+        for axis in 0..shape.len() as u32 {
+            for dtype in [DType::F32, DType::I32] {
+                for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+                    let mut g = Graph::new(format!("reduce_{}_{dtype}_axis{axis}", op.name()));
+                    let x = input(&mut g, "x", dtype, shape);
+                    let y = g.reduce(op, x, vec![axis]);
+                    g.add_output("y", y);
+                    check_graph(&g, &g.name.clone(), c as u64);
+                }
+                let mut g = Graph::new(format!("argmax_{dtype}_axis{axis}"));
+                let x = input(&mut g, "x", dtype, shape);
+                let y = g.add(Op::ArgMax { axis }, &[x], None);
+                g.add_output("y", y);
+                check_graph(&g, &g.name.clone(), c as u64);
+            }
+        }
+        if shape.len() >= 2 {
+            let mut g = Graph::new("reduce_sum_all_axes");
+            let x = input(&mut g, "x", DType::F32, shape);
+            let y = g.reduce(ReduceOp::Sum, x, (0..shape.len() as u32).collect());
+            g.add_output("y", y);
+            check_graph(&g, "reduce_sum_all_axes", c as u64);
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_reference() {
+    for (c, &(m, k, n)) in [(1usize, 1usize, 1usize), (3, 5, 17), (17, 63, 5), (63, 17, 3)].iter().enumerate()
+    {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for batch in [&[][..], &[3][..], &[2, 3][..]] {
+                let mut g = Graph::new(format!("matmul_{m}x{k}x{n}_ta{ta}_tb{tb}_b{}", batch.len()));
+                let mut sa = batch.to_vec();
+                sa.extend(if ta { [k, m] } else { [m, k] });
+                let mut sb = batch.to_vec();
+                sb.extend(if tb { [n, k] } else { [k, n] });
+                let a = input(&mut g, "a", DType::F32, &sa);
+                let b = input(&mut g, "b", DType::F32, &sb);
+                let y = g.add(Op::MatMul { trans_a: ta, trans_b: tb }, &[a, b], None);
+                g.add_output("y", y);
+                check_graph(&g, &g.name.clone(), c as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn layout_ops_match_reference() {
+    let shape = [3usize, 17, 5];
+    // permute (a strided read) of a fused value and of an input
+    for perm in [vec![0u32, 2, 1], vec![2, 0, 1], vec![1, 2, 0]] {
+        let mut g = Graph::new("permute");
+        let x = input(&mut g, "x", DType::F32, &shape);
+        let e = g.unary(UnaryOp::Neg, x);
+        let p = g.add(Op::Permute { perm: perm.clone() }, &[e], None);
+        let p2 = g.add(Op::Permute { perm }, &[x], None);
+        let y = g.binary(BinaryOp::Add, p, p2);
+        g.add_output("y", y);
+        check_graph(&g, "permute", 0);
+    }
+    // reshape of a fused value, including across a permute (needs a copy)
+    let mut g = Graph::new("reshape");
+    let x = input(&mut g, "x", DType::F32, &shape);
+    let e = g.unary(UnaryOp::Abs, x);
+    let r = g.reshape(e, vec![51, 5]);
+    let p = g.add(Op::Permute { perm: vec![1, 0, 2] }, &[x], None);
+    let pr = g.reshape(p, vec![51, 5]);
+    let y = g.binary(BinaryOp::Sub, r, pr);
+    g.add_output("y", y);
+    check_graph(&g, "reshape", 0);
+    // slices with steps on each axis
+    for axis in 0..3u32 {
+        let mut g = Graph::new(format!("slice_axis{axis}"));
+        let x = input(&mut g, "x", DType::F32, &shape);
+        let end = shape[axis as usize];
+        let s = g.add(Op::Slice { axis, start: 1.min(end - 1), end, step: 2 }, &[x], None);
+        let y = g.unary(UnaryOp::Neg, s);
+        g.add_output("y", y);
+        check_graph(&g, &g.name.clone(), axis as u64);
+    }
+    // pad and concat on each axis
+    for axis in 0..3u32 {
+        let mut g = Graph::new(format!("pad_axis{axis}"));
+        let x = input(&mut g, "x", DType::F32, &shape);
+        let e = g.unary(UnaryOp::Neg, x);
+        let y = g.add(Op::Pad { axis, lo: 2, hi: 1, interior: 1 }, &[e], None);
+        g.add_output("y", y);
+        check_graph(&g, &g.name.clone(), axis as u64);
+
+        let mut g = Graph::new(format!("concat_axis{axis}"));
+        let a = input(&mut g, "a", DType::F32, &shape);
+        let mut other = shape.to_vec();
+        other[axis as usize] = 1;
+        let b = input(&mut g, "b", DType::F32, &other);
+        let ea = g.unary(UnaryOp::Abs, a);
+        let y = g.add(Op::Concat { axis }, &[ea, b, a], None);
+        g.add_output("y", y);
+        check_graph(&g, &g.name.clone(), axis as u64);
+    }
+}
+
+#[test]
+fn indexing_ops_match_reference() {
+    // gather rows of a table, indices partly out of range
+    for (c, (vocab, idx_shape, row)) in [
+        (5usize, vec![3usize], vec![17usize]),
+        (17, vec![2, 5], vec![3]),
+        (1, vec![5], vec![]),
+        (63, vec![4, 3], vec![5, 3]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut g = Graph::new("gather");
+        let mut ts = vec![vocab];
+        ts.extend(&row);
+        let t = input(&mut g, "table", DType::F32, &ts);
+        let i = input(&mut g, "idx", DType::I32, &idx_shape);
+        let y = g.add(Op::Gather, &[t, i], None);
+        g.add_output("y", y);
+        check_graph(&g, "gather", c as u64);
+
+        let mut g = Graph::new("scatter_add");
+        let i = input(&mut g, "idx", DType::I32, &idx_shape);
+        let mut ss = idx_shape.clone();
+        ss.extend(&row);
+        let s = input(&mut g, "src", DType::F32, &ss);
+        let y = g.add(Op::ScatterAdd { rows: vocab }, &[i, s], None);
+        g.add_output("y", y);
+        check_graph(&g, "scatter_add", c as u64);
+    }
+    for (c, shape) in [&[1usize][..], &[17], &[3, 5], &[2, 3, 63]].iter().enumerate() {
+        let last = *shape.last().unwrap();
+        for k in [1, 2.min(last), last] {
+            let mut g = Graph::new(format!("topk_{k}"));
+            let x = input(&mut g, "x", DType::F32, shape);
+            let y = g.add(Op::TopK { k }, &[x], None);
+            g.add_output("y", y);
+            check_graph(&g, &g.name.clone(), c as u64);
+        }
+        for axis in 0..shape.len() as u32 {
+            for reverse in [false, true] {
+                let mut g = Graph::new(format!("cumsum_axis{axis}_rev{reverse}"));
+                let x = input(&mut g, "x", DType::F32, shape);
+                let y = g.add(Op::Cumsum { axis, reverse }, &[x], None);
+                g.add_output("y", y);
+                check_graph(&g, &g.name.clone(), c as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn random_uniform_is_bit_exact_with_the_reference() {
+    for (c, shape) in SHAPES.iter().enumerate() {
+        for stream in [0u32, 7] {
+            let mut g = Graph::new(format!("random_uniform_stream{stream}"));
+            let key = input(&mut g, "key", DType::I32, &[]);
+            let ty = TensorType::f32(shape.to_vec());
+            let r = g.add(Op::RandomUniform { stream }, &[key], Some(ty));
+            let y = g.unary(UnaryOp::Neg, r);
+            g.add_output("r", r);
+            g.add_output("y", y);
+            // exact: tolerance 0
+            jit_support::check_graph_tol(&g, &g.name.clone(), c as u64, 0.0, 0.0);
+        }
+    }
+}
