@@ -164,6 +164,7 @@ mod tests {
         (0..len).map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0).collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check(m: usize, k: usize, n: usize, ta: bool, tb: bool, alpha: f32, beta: f32, parts: usize) {
         let a = values(m * k, 1);
         let b = values(k * n, 2);
