@@ -1,69 +1,89 @@
-//! Parameters as safetensors files, one tensor per parameter keyed by its path
-//! (`blocks.1.attn.q.weight`). Loading checks every parameter is present with its exact shape
-//! and dtype and names the path and both shapes otherwise.
+//! Tensors in safetensors files: parameters keyed by their path (`blocks.1.attn.qkv.weight`),
+//! and named inputs and outputs for `modelc run`. Reading checks every wanted tensor is present
+//! with its exact shape and dtype and names the tensor and both shapes otherwise. Writing is
+//! atomic: a temporary file in the same directory, renamed over the target.
 
 use super::{Result, RuntimeError};
-use crate::ir::{DType, Graph, ShapeDisplay};
+use crate::ir::{DType, Graph, ShapeDisplay, TensorType};
 use crate::tensor::Tensor;
 use ndarray::ArrayD;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::io::Write;
 use std::path::Path;
 
-pub(super) fn save(g: &Graph, values: &[Tensor], path: &Path) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = values
+/// Writes named tensors to `path` atomically (bools are stored as i32).
+pub fn write_tensors(path: &Path, named: &[(String, &Tensor)]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = named
         .iter()
-        .map(|t| match t {
+        .map(|(_, t)| match t {
             Tensor::F32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Tensor::I32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
         })
         .collect();
     let mut views = Vec::new();
-    for ((p, t), data) in g.params.iter().zip(values).zip(&bytes) {
+    for ((name, t), data) in named.iter().zip(&bytes) {
         let dtype = match t {
             Tensor::F32(_) => Dtype::F32,
             Tensor::I32(_) => Dtype::I32,
         };
         let view = TensorView::new(dtype, t.shape().to_vec(), data)
-            .map_err(|e| RuntimeError(format!("parameter `{}`: {e}", p.path)))?;
-        views.push((p.path.clone(), view));
+            .map_err(|e| RuntimeError(format!("tensor `{name}`: {e}")))?;
+        views.push((name.clone(), view));
     }
     let out = safetensors::tensor::serialize(views, &None)
-        .map_err(|e| RuntimeError(format!("cannot serialise parameters: {e}")))?;
-    std::fs::write(path, out).map_err(|e| RuntimeError(format!("cannot write `{}`: {e}", path.display())))
+        .map_err(|e| RuntimeError(format!("cannot serialise tensors: {e}")))?;
+    write_atomically(path, &out)
 }
 
-pub(super) fn load(g: &Graph, path: &Path) -> Result<Vec<Tensor>> {
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`, so
+/// a reader (or a crash) never sees a partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |e: std::io::Error| RuntimeError(format!("cannot write `{}`: {e}", path.display()));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+/// Reads the tensors `wanted` (name and expected type) from a safetensors file. `what` names
+/// the kind of tensor in messages ("weight", "input").
+pub fn read_tensors(path: &Path, wanted: &[(String, TensorType)], what: &str) -> Result<Vec<Tensor>> {
     let bytes =
         std::fs::read(path).map_err(|e| RuntimeError(format!("cannot read `{}`: {e}", path.display())))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| RuntimeError(format!("`{}` is not a safetensors file: {e}", path.display())))?;
     let mut out = Vec::new();
-    for p in &g.params {
-        let view = st.tensor(&p.path).map_err(|_| {
+    for (name, ty) in wanted {
+        let view = st.tensor(name).map_err(|_| {
+            let have: Vec<String> = st.names().into_iter().map(|s| format!("`{s}`")).collect();
             RuntimeError(format!(
-                "weight `{}` is missing from `{}` (expected {})",
-                p.path,
+                "{what} `{name}` is missing from `{}` (expected {ty}; the file has {})",
                 path.display(),
-                p.ty
+                if have.is_empty() { "no tensors".to_string() } else { have.join(", ") }
             ))
         })?;
-        let want_dtype = match p.ty.dtype {
+        let want_dtype = match ty.dtype {
             DType::F32 => Dtype::F32,
             DType::I32 | DType::Bool => Dtype::I32,
         };
-        if view.shape() != p.ty.shape.as_slice() || view.dtype() != want_dtype {
+        if view.shape() != ty.shape.as_slice() || view.dtype() != want_dtype {
             return Err(RuntimeError(format!(
-                "weight `{}` has shape {} ({:?}) in `{}`, but the model expects {}",
-                p.path,
+                "{what} `{name}` has shape {} ({:?}) in `{}`, but the model expects {ty}",
                 ShapeDisplay(view.shape()),
                 view.dtype(),
                 path.display(),
-                p.ty
             )));
         }
         let words = view.data().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
-        let shape = p.ty.shape.clone();
-        out.push(match p.ty.dtype {
+        let shape = ty.shape.clone();
+        out.push(match ty.dtype {
             DType::F32 => Tensor::F32(
                 ArrayD::from_shape_vec(shape, words.map(f32::from_le_bytes).collect())
                     .expect("shape checked above"),
@@ -75,4 +95,14 @@ pub(super) fn load(g: &Graph, path: &Path) -> Result<Vec<Tensor>> {
         });
     }
     Ok(out)
+}
+
+pub(super) fn save(g: &Graph, values: &[Tensor], path: &Path) -> Result<()> {
+    let named: Vec<(String, &Tensor)> = g.params.iter().map(|p| p.path.clone()).zip(values).collect();
+    write_tensors(path, &named)
+}
+
+pub(super) fn load(g: &Graph, path: &Path) -> Result<Vec<Tensor>> {
+    let wanted: Vec<(String, TensorType)> = g.params.iter().map(|p| (p.path.clone(), p.ty.clone())).collect();
+    read_tensors(path, &wanted, "weight")
 }

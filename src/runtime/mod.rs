@@ -3,7 +3,7 @@
 //! [`Tensor`]s at the API, applies `Graph::updates` in place, and loads / saves parameters as
 //! safetensors keyed by parameter path.
 
-mod checkpoint;
+pub mod checkpoint;
 mod init;
 mod pool;
 
