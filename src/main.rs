@@ -1,3 +1,39 @@
-//! The `modelc` command-line tool.
+//! The `modelc` command-line tool. Argument parsing lives here; each subcommand is a function
+//! in `cli/`. Only this binary and `diag` know about terminals.
 
-fn main() {}
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "modelc", version, about = "A declarative model-description compiler", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse, name-check and elaborate every model in the files; print diagnostics.
+    Check {
+        files: Vec<PathBuf>,
+        /// Assign a symbolic dimension at the top level, e.g. `--dim T=64`.
+        #[arg(long = "dim", value_name = "NAME=VALUE")]
+        dims: Vec<String>,
+    },
+    /// Print the graph IR of a model's forward pass.
+    Ir(cli::ir::IrArgs),
+    /// Print a table of the module tree: output shapes, parameters, FLOPs.
+    Summary(cli::summary::SummaryArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { files, dims } => cli::check::run(&files, &dims),
+        Command::Ir(args) => cli::ir::run(&args),
+        Command::Summary(args) => cli::summary::run(&args),
+    }
+}

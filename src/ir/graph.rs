@@ -267,6 +267,11 @@ impl Graph {
         if self.shape(x) == shape.as_slice() {
             return x;
         }
+        // A splat constant is re-created in the new shape rather than viewed.
+        if let Op::Const { value } = self.node(x).op {
+            let ty = self.ty(x).with_shape(shape);
+            return self.constant(value, ty);
+        }
         let ty = self.ty(x).with_shape(shape);
         self.add(Op::Reshape, &[x], Some(ty))
     }
@@ -284,6 +289,10 @@ impl Graph {
                 super::types::ShapeDisplay(&xs),
                 super::types::ShapeDisplay(shape)
             )));
+        }
+        if let Op::Const { value } = self.node(x).op {
+            let ty = self.ty(x).with_shape(shape.to_vec());
+            return Ok(self.constant(value, ty));
         }
         let mut padded = vec![1; shape.len() - xs.len()];
         padded.extend_from_slice(&xs);

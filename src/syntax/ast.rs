@@ -294,6 +294,8 @@ pub struct Arg {
 }
 
 /// One position inside `x[...]`.
+// Index items are few and short-lived; boxing the slice bounds would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum IndexItem {
     /// `x[i]` — selects one element and drops the axis.

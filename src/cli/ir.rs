@@ -1,0 +1,48 @@
+//! `modelc ir FILE [--model NAME] [--arg k=v]... [--dim N=v]...`: the graph IR text.
+
+use clap::Args;
+use modelc::elab::elaborate_model;
+use modelc::ir::print_graph;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct IrArgs {
+    pub file: PathBuf,
+    /// The model to elaborate (default: the file's only model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A model argument, e.g. `--arg layers=4`.
+    #[arg(long = "arg", value_name = "NAME=VALUE")]
+    pub args: Vec<String>,
+    /// A symbolic dimension of the signature, e.g. `--dim B=1`.
+    #[arg(long = "dim", value_name = "NAME=VALUE")]
+    pub dims: Vec<String>,
+    /// Elaborate in training mode (dropout active, batch statistics).
+    #[arg(long)]
+    pub training: bool,
+}
+
+pub fn run(a: &IrArgs) -> ExitCode {
+    let Some(prog) = super::load(&a.file) else { return ExitCode::from(1) };
+    let (args, mut opts) = match (super::parse_args(&a.args), super::elab_options(&a.dims)) {
+        (Ok(x), Ok(o)) => (x, o),
+        (Err(e), _) | (_, Err(e)) => return super::usage_error(&e),
+    };
+    opts.training = a.training;
+    let name = match super::pick_model(&prog, a.model.as_deref()) {
+        Ok(n) => n,
+        Err(e) => return super::usage_error(&e),
+    };
+    match elaborate_model(&prog, &name, &args, &opts) {
+        Ok(e) => {
+            super::report(&prog, &e.warnings);
+            print!("{}", print_graph(&e.graph));
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            super::report(&prog, &diags);
+            ExitCode::from(1)
+        }
+    }
+}
