@@ -114,7 +114,9 @@ fn mix_names_must_match_sources() {
 #[test]
 fn tabular_and_image_signatures() {
     let tab = lower_data_block(
-        &support::data_block(r#"data t { source a: csv("a.csv", label: "y", features: ["u", "v", "w"]) batch: 8 }"#),
+        &support::data_block(
+            r#"data t { source a: csv("a.csv", label: "y", features: ["u", "v", "w"]) batch: 8 }"#,
+        ),
         Path::new("."),
     )
     .expect("lowers");

@@ -42,7 +42,11 @@ impl<'p> Validator<'p> {
     }
 
     /// `Ok(Err(..))` is a dropped record; `Err` a file-level error (a declared column is absent).
-    pub fn validate(&mut self, raw: RawRecord, files: &FileTable) -> Result<Result<Record, Invalid>, DataError> {
+    pub fn validate(
+        &mut self,
+        raw: RawRecord,
+        files: &FileTable,
+    ) -> Result<Result<Record, Invalid>, DataError> {
         let spec = &self.plan.sources[raw.source];
         let converted = match (&spec.format, raw.fields) {
             (_, RawFields::Unparsed { why, .. }) => Err(invalid("malformed_row", why)),
@@ -65,9 +69,13 @@ impl<'p> Validator<'p> {
                     |(id, label, body)| Record { source: raw.source, origin: raw.origin, id, label, body },
                 )
             }
-            (SourceFormat::Text { .. }, RawFields::Text(t)) => {
-                Ok(Record { source: raw.source, origin: raw.origin, id: None, label: None, body: Body::Text(t) })
-            }
+            (SourceFormat::Text { .. }, RawFields::Text(t)) => Ok(Record {
+                source: raw.source,
+                origin: raw.origin,
+                id: None,
+                label: None,
+                body: Body::Text(t),
+            }),
             (SourceFormat::Idx { .. }, RawFields::Image { shape, pixels, label }) => {
                 image_record(shape, pixels, label, self.plan).map(|(label, body)| Record {
                     source: raw.source,
@@ -122,7 +130,10 @@ type Converted = (Option<String>, Option<i32>, Body);
 
 fn csv_record(layout: &CsvLayout, cells: &[String], plan: &DataPlan) -> Result<Converted, Invalid> {
     if cells.len() != layout.width {
-        return Err(invalid("malformed_row", format!("{} fields, the header has {}", cells.len(), layout.width)));
+        return Err(invalid(
+            "malformed_row",
+            format!("{} fields, the header has {}", cells.len(), layout.width),
+        ));
     }
     let label = match layout.label {
         Some(i) => Some(parse_label(&cells[i])?),
@@ -154,7 +165,9 @@ fn parse_feature(name: &str, cell: &str) -> Result<f32, Invalid> {
     if cell.is_empty() {
         return Err(invalid("missing_field", format!("`{name}` is empty")));
     }
-    let v = cell.parse::<f32>().map_err(|_| invalid("wrong_type", format!("`{name}` = `{cell}` is not a number")))?;
+    let v = cell
+        .parse::<f32>()
+        .map_err(|_| invalid("wrong_type", format!("`{name}` = `{cell}` is not a number")))?;
     if !v.is_finite() {
         return Err(invalid("not_finite", format!("`{name}` = `{cell}`")));
     }
@@ -282,7 +295,11 @@ pub fn clean_text(step: &CleanStep, text: &str) -> Result<Option<String>, Invali
         }
         CleanStep::MaxDupLineFrac(max) => {
             let f = dup_line_fraction(text);
-            if f > *max { Err(invalid("repeated_lines", format!("{f:.3} of lines repeat > {max}"))) } else { Ok(None) }
+            if f > *max {
+                Err(invalid("repeated_lines", format!("{f:.3} of lines repeat > {max}")))
+            } else {
+                Ok(None)
+            }
         }
         CleanStep::MaxTopNgramFrac { n, frac } => {
             let f = top_ngram_fraction(text, *n);

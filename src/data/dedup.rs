@@ -41,8 +41,10 @@ impl MinHasher {
         let mut out = Vec::new();
         match self.unit {
             ShingleUnit::Words => {
-                let words: Vec<&str> =
-                    lower.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect();
+                let words: Vec<&str> = lower
+                    .split(|c: char| !c.is_alphanumeric() && c != '\'')
+                    .filter(|w| !w.is_empty())
+                    .collect();
                 if words.len() <= self.shingle {
                     out.push(xxh3_64(words.join(" ").as_bytes()));
                 } else {
@@ -52,7 +54,8 @@ impl MinHasher {
                 }
             }
             ShingleUnit::Chars => {
-                let chars: Vec<char> = lower.split_whitespace().collect::<Vec<_>>().join(" ").chars().collect();
+                let chars: Vec<char> =
+                    lower.split_whitespace().collect::<Vec<_>>().join(" ").chars().collect();
                 if chars.len() <= self.shingle {
                     out.push(xxh3_64(chars.iter().collect::<String>().as_bytes()));
                 } else {

@@ -19,7 +19,7 @@ mod shape;
 mod source;
 mod split;
 
-pub use command::{DataCommandError, run_data_block};
+pub use command::{DataCommandError, DataCommandOutput, run_data_block, run_data_command};
 pub use dedup::{MinHasher, jaccard_estimate};
 pub use error::DataError;
 pub use glob::glob_match;

@@ -144,9 +144,15 @@ pub enum CleanStep {
     MaxDupLineFrac(f64),
     /// Drop when the most frequent word n-gram covers more than `frac` of the characters of all
     /// word n-grams (Gopher's top n-gram filter).
-    MaxTopNgramFrac { n: usize, frac: f64 },
+    MaxTopNgramFrac {
+        n: usize,
+        frac: f64,
+    },
     /// Keep English: at least `min_stopword_frac` of the words are common English stop words.
-    English { min_stopword_frac: f64, min_words: usize },
+    English {
+        min_stopword_frac: f64,
+        min_words: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,7 +325,11 @@ impl DataPlan {
         let b = DimSig::Batch(self.batch.size);
         match &self.shape {
             ShapeSpec::Windows { length, .. } => {
-                vec![BatchField { name: "x".into(), dtype: DType::I32, dims: vec![b, DimSig::Fixed(*length)] }]
+                vec![BatchField {
+                    name: "x".into(),
+                    dtype: DType::I32,
+                    dims: vec![b, DimSig::Fixed(*length)],
+                }]
             }
             ShapeSpec::Features { .. } => {
                 let x_dims = match self.kind {
@@ -725,7 +735,10 @@ impl Lowering<'_> {
                 self.error(
                     Diagnostic::error(
                         "E0611",
-                        format!("source `{}` gives {k} records but `{}` gives {}", s.name, first.name, plan.kind),
+                        format!(
+                            "source `{}` gives {k} records but `{}` gives {}",
+                            s.name, first.name, plan.kind
+                        ),
                     )
                     .at(s.span, format!("{k} records"))
                     .with_label(first.span, format!("{} records", plan.kind))
@@ -745,21 +758,27 @@ impl Lowering<'_> {
             && let Some(clean) = seen.clean
         {
             self.error(
-                Diagnostic::error("E0612", format!("`clean` applies to text records, but this block gives {kind}"))
-                    .at(clean.span, "text cleaning")
-                    .with_help("remove `clean`; use `validate: [range(...)]` for tabular and image data"),
+                Diagnostic::error(
+                    "E0612",
+                    format!("`clean` applies to text records, but this block gives {kind}"),
+                )
+                .at(clean.span, "text cleaning")
+                .with_help("remove `clean`; use `validate: [range(...)]` for tabular and image data"),
             );
         }
         for (a, entry) in plan.augment.iter().zip(&seen.augment) {
             if !a.applies_to(kind) {
                 self.error(
-                    Diagnostic::error("E0612", format!("`{}` does not apply to {kind} records", a.stage_name()))
-                        .at(entry.span, "in this augmentation")
-                        .with_help(match kind {
-                            RecordKind::Text => "text takes char_noise, token_delete and token_swap",
-                            RecordKind::Image => "images take gaussian_noise, flip, crop and mixup",
-                            RecordKind::Tabular => "tabular records take gaussian_noise and mixup",
-                        }),
+                    Diagnostic::error(
+                        "E0612",
+                        format!("`{}` does not apply to {kind} records", a.stage_name()),
+                    )
+                    .at(entry.span, "in this augmentation")
+                    .with_help(match kind {
+                        RecordKind::Text => "text takes char_noise, token_delete and token_swap",
+                        RecordKind::Image => "images take gaussian_noise, flip, crop and mixup",
+                        RecordKind::Tabular => "tabular records take gaussian_noise and mixup",
+                    }),
                 );
             }
             if matches!(a, Augment::Mixup { .. }) && !plan.has_labels() {
@@ -815,15 +834,20 @@ impl Lowering<'_> {
                 };
                 if !has_id {
                     self.error(
-                        Diagnostic::error("E0611", format!("`by_id` needs an id field, but `{}` has none", s.name))
-                            .at(s.span, "no `id:` argument")
-                            .with_help("add `id: \"column\"` to the source, or use `holdout(...)`"),
+                        Diagnostic::error(
+                            "E0611",
+                            format!("`by_id` needs an id field, but `{}` has none", s.name),
+                        )
+                        .at(s.span, "no `id:` argument")
+                        .with_help("add `id: \"column\"` to the source, or use `holdout(...)`"),
                     );
                 }
             }
         }
-        if matches!(plan.split, SplitSpec::Holdout { stratify: true, .. } | SplitSpec::KFold { stratify: true, .. })
-            && !plan.has_labels()
+        if matches!(
+            plan.split,
+            SplitSpec::Holdout { stratify: true, .. } | SplitSpec::KFold { stratify: true, .. }
+        ) && !plan.has_labels()
         {
             let span = split_entry.map_or(block_span, |e| e.span);
             self.error(
@@ -854,18 +878,23 @@ impl Lowering<'_> {
                 }
             }
             RecordKind::Tabular | RecordKind::Image => {
-                for (what, span) in [tokens.map(|t| ("tokens", t.1)), windows.map(|w| ("windows", w.2))]
-                    .into_iter()
-                    .flatten()
+                for (what, span) in
+                    [tokens.map(|t| ("tokens", t.1)), windows.map(|w| ("windows", w.2))].into_iter().flatten()
                 {
                     self.error(
-                        Diagnostic::error("E0612", format!("`{what}` applies to text records, but this block gives {kind}"))
-                            .at(span, "not text")
-                            .with_help("use `features: standardize()` to shape tabular or image data"),
+                        Diagnostic::error(
+                            "E0612",
+                            format!("`{what}` applies to text records, but this block gives {kind}"),
+                        )
+                        .at(span, "not text")
+                        .with_help("use `features: standardize()` to shape tabular or image data"),
                     );
                 }
-                let default =
-                    if kind == RecordKind::Image { FeatureScaling::Scale(1.0 / 255.0) } else { FeatureScaling::Raw };
+                let default = if kind == RecordKind::Image {
+                    FeatureScaling::Scale(1.0 / 255.0)
+                } else {
+                    FeatureScaling::Raw
+                };
                 plan.shape = ShapeSpec::Features { scaling: features.map_or(default, |f| f.0) };
             }
         }
@@ -879,7 +908,7 @@ impl Lowering<'_> {
             || if index == 0 { "main".to_string() } else { format!("source{index}") },
             |l| l.name.clone(),
         );
-        let format = match call.name.as_str() {
+        let format = match call.name.clone().as_str() {
             "csv" => {
                 let path = self.path_arg(&mut call, 0, "path")?;
                 let label = call.named("label").and_then(|e| self.string(e));
@@ -897,7 +926,9 @@ impl Lowering<'_> {
                     self.error(
                         Diagnostic::error("E0603", "`jsonl` needs either `text:` or `features:`")
                             .at(call.span, "in this source")
-                            .with_help("write `jsonl(\"f.jsonl\", text: \"body\")` or `features: [\"a\", \"b\"]`"),
+                            .with_help(
+                                "write `jsonl(\"f.jsonl\", text: \"body\")` or `features: [\"a\", \"b\"]`",
+                            ),
                     );
                     return None;
                 }
@@ -932,7 +963,7 @@ impl Lowering<'_> {
         match call.arg(i, name) {
             Some(e) => Some(self.base_dir.join(self.string(e)?)),
             None => {
-                self.missing(call, name, "a path relative to the .model file");
+                self.missing::<()>(call, name, "a path relative to the .model file");
                 None
             }
         }
@@ -942,7 +973,7 @@ impl Lowering<'_> {
 
     fn check(&mut self, e: &Expr) -> Option<Check> {
         let mut call = self.call(e, &["range", "classes", "image_shape"])?;
-        let c = match call.name.as_str() {
+        let c = match call.name.clone().as_str() {
             "range" => {
                 let pattern = match call.positional(0) {
                     Some(p) => self.string(p)?,
@@ -985,7 +1016,7 @@ impl Lowering<'_> {
             "english",
         ];
         let mut call = self.call(e, NAMES)?;
-        let step = match call.name.as_str() {
+        let step = match call.name.clone().as_str() {
             "normalize" => {
                 let form = match call.arg(0, "form") {
                     Some(e) => self.word(e, &["nfc", "nfkc"])?,
@@ -999,7 +1030,7 @@ impl Lowering<'_> {
             "min_chars" | "max_chars" | "min_words" => {
                 let Some(e) = call.arg(0, "n") else { return self.missing(&call, "n", "a count") };
                 let n = self.count(e)?;
-                match call.name.as_str() {
+                match call.name.clone().as_str() {
                     "min_chars" => CleanStep::MinChars(n),
                     "max_chars" => CleanStep::MaxChars(n),
                     _ => CleanStep::MinWords(n),
@@ -1085,9 +1116,11 @@ impl Lowering<'_> {
             Some(e) if call.name == "holdout" || call.name == "kfold" => self.boolean(e)?,
             _ => false,
         };
-        let spec = match call.name.as_str() {
+        let spec = match call.name.clone().as_str() {
             "kfold" => {
-                let Some(k_expr) = call.arg(0, "k") else { return self.missing(&call, "k", "the fold count") };
+                let Some(k_expr) = call.arg(0, "k") else {
+                    return self.missing(&call, "k", "the fold count");
+                };
                 let k = self.positive_int(k_expr, "fold count")?;
                 let fold = match call.named("fold") {
                     Some(e) => {
@@ -1218,9 +1251,11 @@ impl Lowering<'_> {
                 return None;
             }
         }
-        let a = match call.name.as_str() {
+        let a = match call.name.clone().as_str() {
             "gaussian_noise" => {
-                let Some(e) = call.arg(0, "std") else { return self.missing(&call, "std", "a standard deviation") };
+                let Some(e) = call.arg(0, "std") else {
+                    return self.missing(&call, "std", "a standard deviation");
+                };
                 Augment::GaussianNoise { std: self.non_negative(e)? }
             }
             "flip" => {
@@ -1239,7 +1274,9 @@ impl Lowering<'_> {
                 Augment::Flip { horizontal, vertical, p }
             }
             "crop" => {
-                let Some(e) = call.arg(0, "pad") else { return self.missing(&call, "pad", "a padding in pixels") };
+                let Some(e) = call.arg(0, "pad") else {
+                    return self.missing(&call, "pad", "a padding in pixels");
+                };
                 Augment::Crop { pad: self.count(e)? }
             }
             "mixup" => {
@@ -1269,7 +1306,9 @@ impl Lowering<'_> {
             return Some((n, n));
         }
         let mut call = self.call(e, &["windows"])?;
-        let Some(len) = call.arg(0, "length") else { return self.missing(&call, "length", "tokens per window") };
+        let Some(len) = call.arg(0, "length") else {
+            return self.missing(&call, "length", "tokens per window");
+        };
         let length = self.positive_int(len, "window length")?;
         let stride = match call.named("stride") {
             Some(e) => self.positive_int(e, "stride")?,
@@ -1281,7 +1320,7 @@ impl Lowering<'_> {
 
     fn scaling(&mut self, e: &Expr) -> Option<FeatureScaling> {
         let mut call = self.call(e, &["raw", "standardize", "scale"])?;
-        let s = match call.name.as_str() {
+        let s = match call.name.clone().as_str() {
             "raw" => FeatureScaling::Raw,
             "standardize" => FeatureScaling::Standardize,
             _ => {
@@ -1306,7 +1345,8 @@ impl Lowering<'_> {
             _ => return self.wrong_type(e, &format!("one of {}", backticked(known))),
         };
         if !known.contains(&name) {
-            let mut d = Diagnostic::error("E0601", format!("unknown stage `{name}`")).at(name_span, "not known here");
+            let mut d =
+                Diagnostic::error("E0601", format!("unknown stage `{name}`")).at(name_span, "not known here");
             d = match closest(name, known) {
                 Some(s) => d.with_help(format!("did you mean `{s}`? expected one of {}", backticked(known))),
                 None => d.with_help(format!("expected one of {}", backticked(known))),
@@ -1342,19 +1382,22 @@ impl Lowering<'_> {
                 );
             }
         }
-        let max_positional = match call.name.as_str() {
+        let max_positional = match call.name.clone().as_str() {
             "image_shape" => 3,
             "csv" | "jsonl" | "range" | "classes" | "normalize" | "min_chars" | "max_chars" | "min_words"
-            | "max_dup_line_frac" | "max_top_ngram_frac" | "english" | "kfold" | "gaussian_noise" | "crop"
-            | "mixup" | "char_noise" | "token_delete" | "token_swap" | "windows" | "scale" => 1,
+            | "max_dup_line_frac" | "max_top_ngram_frac" | "english" | "kfold" | "gaussian_noise"
+            | "crop" | "mixup" | "char_noise" | "token_delete" | "token_swap" | "windows" | "scale" => 1,
             "text" | "idx" => 2,
             _ => 0,
         };
         if let Some(extra) = call.positional.get(max_positional) {
             self.error(
-                Diagnostic::error("E0602", format!("`{}` takes at most {max_positional} positional argument(s)", call.name))
-                    .at(extra.span, "extra argument")
-                    .with_help("name the argument, e.g. `threshold: 0.8`; see docs/data.md"),
+                Diagnostic::error(
+                    "E0602",
+                    format!("`{}` takes at most {max_positional} positional argument(s)", call.name),
+                )
+                .at(extra.span, "extra argument")
+                .with_help("name the argument, e.g. `threshold: 0.8`; see docs/data.md"),
             );
         }
     }
@@ -1378,7 +1421,9 @@ impl Lowering<'_> {
     }
 
     fn out_of_range<T>(&mut self, e: &Expr, what: &str, help: &str) -> Option<T> {
-        self.error(Diagnostic::error("E0605", format!("{what} is out of range")).at(e.span, "here").with_help(help));
+        self.error(
+            Diagnostic::error("E0605", format!("{what} is out of range")).at(e.span, "here").with_help(help),
+        );
         None
     }
 
@@ -1453,7 +1498,11 @@ impl Lowering<'_> {
     fn fraction(&mut self, e: &Expr) -> Option<f64> {
         let f = self.number(e)?;
         if !(0.0..=1.0).contains(&f) {
-            return self.out_of_range(e, &format!("fraction {f}"), "fractions and probabilities lie in [0, 1]");
+            return self.out_of_range(
+                e,
+                &format!("fraction {f}"),
+                "fractions and probabilities lie in [0, 1]",
+            );
         }
         Some(f)
     }

@@ -25,10 +25,17 @@ pub enum RawFields {
     /// A CSV row; the header belongs to the source's file.
     Row(Vec<String>),
     /// A line that could not be read as a record at all (bad quoting, not JSON, bad UTF-8).
-    Unparsed { text: String, why: String },
+    Unparsed {
+        text: String,
+        why: String,
+    },
     Json(serde_json::Map<String, serde_json::Value>),
     Text(String),
-    Image { shape: [usize; 3], pixels: Vec<u8>, label: Option<i32> },
+    Image {
+        shape: [usize; 3],
+        pixels: Vec<u8>,
+        label: Option<i32>,
+    },
 }
 
 impl RawFields {
@@ -60,7 +67,10 @@ pub enum Body {
     Text(String),
     Features(Vec<f32>),
     /// `[C, H, W]` pixels, row-major, 0..=255.
-    Image { shape: [usize; 3], pixels: Vec<u8> },
+    Image {
+        shape: [usize; 3],
+        pixels: Vec<u8>,
+    },
 }
 
 impl Body {

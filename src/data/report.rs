@@ -71,7 +71,11 @@ impl DataReport {
     pub fn render_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "data {} ({} records)", self.name, self.kind);
-        let _ = writeln!(out, "{:<16} {:>9} {:>9} {:>9} {:>8}  dropped by reason", "step", "in", "out", "dropped", "time");
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>9} {:>9} {:>8}  dropped by reason",
+            "step", "in", "out", "dropped", "time"
+        );
         for s in &self.steps {
             let reasons: Vec<String> = s.dropped.iter().map(|(r, n)| format!("{r}: {n}")).collect();
             let _ = writeln!(

@@ -5,7 +5,9 @@
 use super::augment::{augment_record, is_tensor_level, mixup_batch, noise_batch};
 use super::clean::{Invalid, Validator, clean_text};
 use super::dedup::{Clusters, MinHasher, similar_pairs};
-use super::plan::{Augment, DataPlan, DedupSpec, OnInvalid, RecordKind, ShapeSpec, SourceFormat, TextUnit};
+use super::plan::{
+    Augment, DataPlan, DedupSpec, DimSig, OnInvalid, RecordKind, ShapeSpec, SourceFormat, TextUnit,
+};
 use super::record::{Body, Record};
 use super::report::{DataReport, SourceReport, SourceShare, SplitReport, StepReport};
 use super::shape::{FeatureMap, Vocab, raw_features, windows};
@@ -113,7 +115,13 @@ impl Runner<'_> {
                 self.plan.name
             );
         }
-        self.report.steps.push(StepReport { step: step.into(), records_in, records_out, dropped: counts, seconds });
+        self.report.steps.push(StepReport {
+            step: step.into(),
+            records_in,
+            records_out,
+            dropped: counts,
+            seconds,
+        });
         if let Some(dir) = &self.opts.write_removed
             && !dropped.is_empty()
         {
@@ -164,7 +172,12 @@ pub fn run(plan: &DataPlan, opts: &RunOptions) -> Result<PreparedData, DataError
         if let SourceFormat::Idx { labels: Some(l), .. } = &s.format {
             files.extend(glob::expand(l)?.iter().map(|p| p.display().to_string()));
         }
-        rn.report.sources.push(SourceReport { name: s.name.clone(), files, records: raws.len() - before, bytes });
+        rn.report.sources.push(SourceReport {
+            name: s.name.clone(),
+            files,
+            records: raws.len() - before,
+            bytes,
+        });
     }
     let n_raw = raws.len();
     rn.finish_step("read", 0, n_raw, Vec::new(), started)?;
@@ -234,7 +247,9 @@ pub fn run(plan: &DataPlan, opts: &RunOptions) -> Result<PreparedData, DataError
         let started = Instant::now();
         let n_in = records.len();
         let (step, drop) = match spec {
-            DedupSpec::Exact { against } => ("dedup.exact", exact_duplicates(&records, against, plan, &rn.files)),
+            DedupSpec::Exact { against } => {
+                ("dedup.exact", exact_duplicates(&records, against, plan, &rn.files))
+            }
             DedupSpec::Near(n) => {
                 let hasher = MinHasher::new(n.bands, n.rows, n.shingle, n.unit);
                 let sigs: Vec<Vec<u64>> = records
@@ -270,7 +285,10 @@ pub fn run(plan: &DataPlan, opts: &RunOptions) -> Result<PreparedData, DataError
     if !split_of.contains(&train) {
         return Err(DataError::new(
             "E0623",
-            format!("data `{}`: no record is left in the `train` split; see the report of the steps above", plan.name),
+            format!(
+                "data `{}`: no record is left in the `train` split; see the report of the steps above",
+                plan.name
+            ),
         ));
     }
 
@@ -464,7 +482,11 @@ impl PreparedData {
         self.split_names.iter().position(|n| n == split).ok_or_else(|| {
             DataError::new(
                 "E0624",
-                format!("data `{}` has no split `{split}`; its splits are {}", self.plan.name, self.split_names.join(", ")),
+                format!(
+                    "data `{}` has no split `{split}`; its splits are {}",
+                    self.plan.name,
+                    self.split_names.join(", ")
+                ),
             )
         })
     }
@@ -517,8 +539,11 @@ impl PreparedData {
         } else {
             (0..self.records.len()).filter(|&i| self.split_of[i] == split).collect()
         };
-        let record_augments: Vec<&Augment> =
-            if training { self.plan.augment.iter().filter(|a| !is_tensor_level(a)).collect() } else { Vec::new() };
+        let record_augments: Vec<&Augment> = if training {
+            self.plan.augment.iter().filter(|a| !is_tensor_level(a)).collect()
+        } else {
+            Vec::new()
+        };
         let alphabet: Vec<char> = self.vocab.as_ref().map(|v| v.chars.clone()).unwrap_or_default();
         let mut rngs: Vec<ChaCha8Rng> = record_augments
             .iter()
@@ -590,7 +615,9 @@ impl PreparedData {
                 .augment
                 .iter()
                 .filter(|a| is_tensor_level(a))
-                .map(|a| (a.clone(), stage_rng(self.plan.seed, &format!("augment.{}", a.stage_name()), epoch)))
+                .map(|a| {
+                    (a.clone(), stage_rng(self.plan.seed, &format!("augment.{}", a.stage_name()), epoch))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -629,7 +656,13 @@ impl PreparedData {
     }
 
     fn finish_report(&mut self) -> Result<(), DataError> {
-        self.report.signature = self.plan.batch_signature().iter().map(ToString::to_string).collect();
+        // The report shows the shapes found in the data where the plan could not know them.
+        let mut signature = self.plan.batch_signature();
+        if let Some(x) = signature.iter_mut().find(|f| f.name == "x") {
+            x.dims.truncate(1);
+            x.dims.extend(self.row_shape.iter().map(|&d| DimSig::Fixed(d)));
+        }
+        self.report.signature = signature.iter().map(ToString::to_string).collect();
         self.report.vocab_size = self.vocab.as_ref().map(Vocab::size);
         let mut splits = Vec::new();
         for (s, name) in self.split_names.iter().enumerate() {

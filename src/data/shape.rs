@@ -99,7 +99,9 @@ impl FeatureMap {
     pub fn fit(scaling: FeatureScaling, rows: &[f32], row_len: usize, group_len: usize) -> FeatureMap {
         let groups = row_len / group_len.max(1);
         match scaling {
-            FeatureScaling::Raw => FeatureMap { group_len, shift: vec![0.0; groups], scale: vec![1.0; groups] },
+            FeatureScaling::Raw => {
+                FeatureMap { group_len, shift: vec![0.0; groups], scale: vec![1.0; groups] }
+            }
             FeatureScaling::Scale(f) => {
                 FeatureMap { group_len, shift: vec![0.0; groups], scale: vec![f as f32; groups] }
             }
@@ -120,7 +122,8 @@ impl FeatureMap {
                 let mut scale = Vec::with_capacity(groups);
                 for g in 0..groups {
                     let mean = if per_group > 0.0 { sum[g] / per_group } else { 0.0 };
-                    let var = if per_group > 0.0 { (sum_sq[g] / per_group - mean * mean).max(0.0) } else { 0.0 };
+                    let var =
+                        if per_group > 0.0 { (sum_sq[g] / per_group - mean * mean).max(0.0) } else { 0.0 };
                     // A constant feature keeps scale 1 instead of dividing by zero.
                     let std = var.sqrt();
                     shift.push(mean as f32);

@@ -152,7 +152,9 @@ fn read_jsonl(bytes: &[u8], source: usize, file: u32, out: &mut Vec<RawRecord>) 
                 text: String::from_utf8_lossy(line).into_owned(),
                 why: "not a JSON object".into(),
             },
-            Err(e) => RawFields::Unparsed { text: String::from_utf8_lossy(line).into_owned(), why: e.to_string() },
+            Err(e) => {
+                RawFields::Unparsed { text: String::from_utf8_lossy(line).into_owned(), why: e.to_string() }
+            }
         };
         out.push(RawRecord { source, origin, fields });
     }
@@ -247,7 +249,12 @@ fn read_idx(
     let shape = match dims.as_slice() {
         [_, h, w] => [1, *h, *w],
         [_, c, h, w] => [*c, *h, *w],
-        _ => return Err(DataError::format(images, format!("IDX images need 3 or 4 dimensions, found {dims:?}"))),
+        _ => {
+            return Err(DataError::format(
+                images,
+                format!("IDX images need 3 or 4 dimensions, found {dims:?}"),
+            ));
+        }
     };
     let count = dims[0];
     let mut total = image_bytes.len() as u64;
@@ -259,7 +266,11 @@ fn read_idx(
             if ldims.len() != 1 || ldims[0] != count {
                 return Err(DataError::format(
                     lp,
-                    format!("{} labels for {count} images in `{}`", ldims.first().unwrap_or(&0), images.display()),
+                    format!(
+                        "{} labels for {count} images in `{}`",
+                        ldims.first().unwrap_or(&0),
+                        images.display()
+                    ),
                 ));
             }
             Some(label_bytes[lstart..lstart + count].to_vec())

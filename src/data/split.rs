@@ -75,7 +75,8 @@ fn cut(group: &[usize], fractions: &[(String, f64)], out: &mut [usize]) {
     let mut cumulative = 0.0;
     for (split, (_, f)) in fractions.iter().enumerate() {
         cumulative += f;
-        let end = if split + 1 == fractions.len() { n } else { ((cumulative * n as f64).round() as usize).min(n) };
+        let end =
+            if split + 1 == fractions.len() { n } else { ((cumulative * n as f64).round() as usize).min(n) };
         for &i in &group[start..end.max(start)] {
             out[i] = split;
         }
