@@ -51,11 +51,12 @@ impl<'p> Validator<'p> {
         let converted = match (&spec.format, raw.fields) {
             (_, RawFields::Unparsed { why, .. }) => Err(invalid("malformed_row", why)),
             (SourceFormat::Csv { label, features, id, .. }, RawFields::Row(cells)) => {
-                if !self.layouts.contains_key(&raw.origin.file) {
-                    let layout = csv_layout(files, raw.origin.file, label, features, id)?;
-                    self.layouts.insert(raw.origin.file, layout);
-                }
-                let layout = &self.layouts[&raw.origin.file];
+                let layout = match self.layouts.entry(raw.origin.file) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(csv_layout(files, raw.origin.file, label, features, id)?)
+                    }
+                };
                 csv_record(layout, &cells, self.plan).map(|(id, label, body)| Record {
                     source: raw.source,
                     origin: raw.origin,

@@ -922,7 +922,7 @@ impl Lowering<'_> {
                 let label = call.named("label").and_then(|e| self.string(e));
                 let id = call.named("id").and_then(|e| self.string(e));
                 let features = call.named("features").map(|e| self.strings(e)).unwrap_or_default();
-                if text.is_some() == !features.is_empty() {
+                if text.is_some() != features.is_empty() {
                     self.error(
                         Diagnostic::error("E0603", "`jsonl` needs either `text:` or `features:`")
                             .at(call.span, "in this source")
