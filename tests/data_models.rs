@@ -36,7 +36,7 @@ fn fashion_example_runs() {
 }
 
 #[test]
-fn austen_example_lowers() {
+fn austen_example_lowers_and_runs() {
     let prog = modelc::elab::Program::load(&model("austen_data.model"));
     assert!(prog.diagnostics.is_empty(), "{:?}", prog.diagnostics);
     let (_, item) = prog.find_root_item("austen").expect("the block");
@@ -45,6 +45,15 @@ fn austen_example_lowers() {
     assert_eq!(plan.sources.len(), 6);
     let sig: Vec<String> = plan.batch_signature().iter().map(ToString::to_string).collect();
     assert_eq!(sig, ["x: i32[B, 65]"]);
+    let out = run_data_command(&model("austen_data.model"), None, None, None).expect("runs");
+    let r = &out.report;
+    assert_eq!(r.sources.len(), 6);
+    assert!(r.vocab_size.is_some_and(|v| v > 26 && v < 120), "{:?}", r.vocab_size);
+    for (m, (_, w)) in r.mix.iter().zip(&plan.mix.as_ref().expect("a mix").weights) {
+        assert!((m.share - w).abs() < 0.02, "{} gets {} for weight {w}", m.source, m.share);
+    }
+    println!("{}", out.table);
+    assert!(out.table.contains("dedup.near") && out.table.contains("too_short"), "{}", out.table);
 }
 
 #[test]
