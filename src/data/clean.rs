@@ -28,6 +28,8 @@ struct CsvLayout {
     id: Option<usize>,
     /// Feature column index and name.
     features: Vec<(usize, String)>,
+    /// `range` checks resolved to feature positions once per file: (position, min, max).
+    ranges: Vec<(usize, f64, f64)>,
 }
 
 /// Turns raw records into typed ones for one plan; caches CSV layouts per file.
@@ -54,7 +56,7 @@ impl<'p> Validator<'p> {
                 let layout = match self.layouts.entry(raw.origin.file) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(csv_layout(files, raw.origin.file, label, features, id)?)
+                        e.insert(csv_layout(files, raw.origin.file, label, features, id, &self.plan.checks)?)
                     }
                 };
                 csv_record(layout, &cells, self.plan).map(|(id, label, body)| Record {
@@ -99,6 +101,7 @@ fn csv_layout(
     label: &Option<String>,
     features: &[String],
     id: &Option<String>,
+    checks: &[Check],
 ) -> Result<CsvLayout, DataError> {
     let path = &files.paths[file as usize];
     // Invariant: CSV readers record a header for each file they add.
@@ -124,7 +127,17 @@ fn csv_layout(
             return Err(DataError::format(path, format!("no column matches feature `{p}`")));
         }
     }
-    Ok(CsvLayout { width: header.len(), label, id, features: cols })
+    let mut ranges = Vec::new();
+    for check in checks {
+        if let Check::Range { pattern, min, max } = check {
+            for (k, (_, name)) in cols.iter().enumerate() {
+                if glob_match(pattern, name) {
+                    ranges.push((k, *min, *max));
+                }
+            }
+        }
+    }
+    Ok(CsvLayout { width: header.len(), label, id, features: cols, ranges })
 }
 
 type Converted = (Option<String>, Option<i32>, Body);
@@ -149,8 +162,13 @@ fn csv_record(layout: &CsvLayout, cells: &[String], plan: &DataPlan) -> Result<C
     for (i, name) in &layout.features {
         values.push(parse_feature(name, &cells[*i])?);
     }
-    let names: Vec<&str> = layout.features.iter().map(|(_, n)| n.as_str()).collect();
-    check_features(&names, &values, plan)?;
+    for &(k, min, max) in &layout.ranges {
+        let v = f64::from(values[k]);
+        if v < min || v > max {
+            let name = &layout.features[k].1;
+            return Err(invalid("out_of_range", format!("`{name}` = {v} is outside [{min}, {max}]")));
+        }
+    }
     check_label(label, plan)?;
     Ok((id, label, Body::Features(values)))
 }
