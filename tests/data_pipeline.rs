@@ -372,3 +372,14 @@ fn globs_jsonl_and_by_id_splits() {
     assert_eq!(ids(&data), ids(&again), "by_id splits are stable");
     assert!(data.report().render_table().contains("malformed_row: 1"));
 }
+
+#[test]
+fn files_with_different_columns_are_an_error_not_a_panic() {
+    let dir = scratch("columns");
+    std::fs::write(dir.join("a.csv"), "u,v,y\n1,2,0\n3,4,1\n").expect("write");
+    std::fs::write(dir.join("b.csv"), "u,v,w,y\n1,2,3,0\n").expect("write");
+    let err = run_block(r#"data c { source all: csv("*.csv", label: "y") }"#, &dir, &RunOptions::default())
+        .expect_err("shapes differ");
+    assert_eq!(err.code, "E0623");
+    assert!(err.message.contains("b.csv:2"), "{err}");
+}

@@ -13,6 +13,9 @@ pub fn augment_record(a: &Augment, body: &mut Body, alphabet: &[char], rng: &mut
     match (a, body) {
         (Augment::Flip { horizontal, vertical, p }, Body::Image { shape, pixels }) => {
             let [c, h, w] = *shape;
+            if h == 0 || w == 0 {
+                return;
+            }
             if *horizontal && rng.random_bool(*p) {
                 for row in pixels.chunks_mut(w) {
                     row.reverse();

@@ -311,15 +311,27 @@ pub fn run(plan: &DataPlan, opts: &RunOptions) -> Result<PreparedData, DataError
                 _ => (vec![0], 1),
             };
             let row_len: usize = row_shape.iter().product();
+            // Every record of every split must fit one row shape: batches are dense tensors.
+            for r in &records {
+                let fits = match &r.body {
+                    Body::Image { shape, .. } => shape[..] == row_shape[..],
+                    Body::Features(f) => row_shape == [f.len()],
+                    Body::Text(_) => false,
+                };
+                if !fits {
+                    return Err(DataError::new(
+                        "E0623",
+                        format!(
+                            "{}: this record's features do not have the shape {row_shape:?} of the first \
+                             training record; give every source the same columns or image size",
+                            rn.files.locate(r.origin)
+                        ),
+                    ));
+                }
+            }
             let mut rows = Vec::new();
             for r in train_records() {
                 raw_features(&r.body, &mut rows);
-            }
-            if rows.len() != row_len * train_records().count() {
-                return Err(DataError::new(
-                    "E0623",
-                    format!("data `{}`: records have different feature counts or image shapes", plan.name),
-                ));
             }
             (None, Some(FeatureMap::fit(*scaling, &rows, row_len, group_len)), row_shape)
         }

@@ -226,7 +226,13 @@ fn idx_header(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, usize), DataErro
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect::<Vec<_>>();
-    let expected: usize = dims.iter().product();
+    let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let Some(expected) = expected else {
+        return Err(DataError::format(
+            path,
+            format!("IDX header {dims:?} describes more data than fits in memory"),
+        ));
+    };
     let found = bytes.len() - data_start;
     if found < expected {
         return Err(DataError::format(
