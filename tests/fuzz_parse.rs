@@ -1,7 +1,8 @@
 //! Bounded property tests of the parser: on random bytes, random token soup and randomly
-//! mutated copies of the `tests/ui` cases, `syntax::parse` never panics, every diagnostic
-//! span lies inside the text, and dumping and rendering the result never panics either.
-//! Seeded, so a failure reproduces; the printed case index and text identify it.
+//! mutated copies of the project's `.model` files (tests/ui, stdlib, models), `syntax::parse`
+//! never panics, every diagnostic span lies inside the text, and dumping and rendering the
+//! result never panics either. Seeded, so a failure reproduces; the printed case index and
+//! text identify it. Also checks that the shipped stdlib and example models parse cleanly.
 
 use modelc::diag::{self, RenderOptions};
 use modelc::source::{FileId, SourceMap, Span};
@@ -11,7 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-const CASES_PER_KIND: usize = 1000;
+/// Cases per generator; `MODELC_FUZZ_CASES=50000 cargo test --test fuzz_parse` runs a longer
+/// search (the seeds stay fixed, so a larger count extends the same sequence).
+fn cases_per_kind() -> usize {
+    std::env::var("MODELC_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+}
 
 /// Tokens of the language plus a few troublemakers.
 const VOCAB: &[&str] = &[
@@ -116,7 +121,10 @@ fn check(index: usize, kind: &str, text: &str) {
             }
         }
         for item in &ast.items {
-            assert_span_inside(item.span(), text, "item");
+            let span = item.span();
+            assert_span_inside(span, text, "item");
+            let source = &text[span.start as usize..span.end as usize];
+            assert!(!source.ends_with(char::is_whitespace), "item span ends in whitespace: {source:?}");
         }
         let _ = syntax::dump(&ast, text);
         // Rendering goes through miette; a sample keeps the test fast.
@@ -149,7 +157,7 @@ fn assert_span_inside(span: Span, text: &str, what: &str) {
 #[test]
 fn random_bytes_never_panic() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for index in 0..CASES_PER_KIND {
+    for index in 0..cases_per_kind() {
         let len = rng.random_range(0..200);
         let bytes: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
         check(index, "random bytes", &String::from_utf8_lossy(&bytes));
@@ -159,7 +167,7 @@ fn random_bytes_never_panic() {
 #[test]
 fn token_soup_never_panics() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    for index in 0..CASES_PER_KIND {
+    for index in 0..cases_per_kind() {
         let len = rng.random_range(0..80);
         let mut text = String::new();
         for _ in 0..len {
@@ -172,14 +180,37 @@ fn token_soup_never_panics() {
     }
 }
 
-#[test]
-fn mutated_ui_cases_never_panic() {
+/// The `.model` files of the project: test cases, the standard library and the examples.
+fn corpus() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut corpus = Vec::new();
-    collect_models(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui"), &mut corpus);
+    for dir in ["tests/ui", "stdlib", "models"] {
+        collect_models(&root.join(dir), &mut corpus);
+    }
+    corpus
+}
+
+#[test]
+fn shipped_model_files_parse_cleanly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut shipped = Vec::new();
+    collect_models(&root.join("stdlib"), &mut shipped);
+    collect_models(&root.join("models"), &mut shipped);
+    for (path, text) in &shipped {
+        let (ast, diags) = syntax::parse(FileId(0), text);
+        assert!(diags.is_empty(), "{path}: {:?}", diags.first());
+        assert!(!ast.items.is_empty(), "{path}: no items");
+    }
+}
+
+#[test]
+fn mutated_model_files_never_panic() {
+    let corpus: Vec<String> = corpus().into_iter().map(|(_, text)| text).collect();
     assert!(corpus.len() >= 20, "expected the tests/ui corpus, found {} files", corpus.len());
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for index in 0..CASES_PER_KIND {
-        let mut text = corpus[rng.random_range(0..corpus.len())].clone();
+    for index in 0..cases_per_kind() {
+        let seed = &corpus[rng.random_range(0..corpus.len())];
+        let mut text = window(&mut rng, seed);
         for _ in 0..rng.random_range(1..4) {
             text = mutate(&mut rng, &text);
         }
@@ -187,7 +218,7 @@ fn mutated_ui_cases_never_panic() {
     }
 }
 
-fn collect_models(dir: &Path, out: &mut Vec<String>) {
+fn collect_models(dir: &Path, out: &mut Vec<(String, String)>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -196,9 +227,28 @@ fn collect_models(dir: &Path, out: &mut Vec<String>) {
         } else if path.extension().is_some_and(|e| e == "model")
             && let Ok(text) = std::fs::read_to_string(&path)
         {
-            out.push(text);
+            out.push((path.display().to_string(), text));
         }
     }
+}
+
+/// Large files (the standard library) are cut to a random window of whole lines, which keeps
+/// the test fast and is one more kind of mutation.
+fn window(rng: &mut ChaCha8Rng, text: &str) -> String {
+    const MAX_BYTES: usize = 4000;
+    if text.len() <= MAX_BYTES {
+        return text.to_string();
+    }
+    let line_starts: Vec<usize> =
+        std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let start = line_starts[rng.random_range(0..line_starts.len())];
+    let end = line_starts
+        .iter()
+        .copied()
+        .filter(|&i| i > start && i - start <= MAX_BYTES)
+        .max()
+        .unwrap_or(text.len());
+    text[start..end.max(start)].to_string()
 }
 
 /// One random edit at character boundaries: delete, duplicate or insert a token.
@@ -248,12 +298,14 @@ fn nesting_up_to_the_limit_parses_and_beyond_is_rejected() {
 fn long_operator_chains_do_not_overflow() {
     on_small_stack(|| {
         for text in [
-            format!("fn f(x) {{ {}x }}", "-".repeat(100_000)),
-            format!("fn f(x) {{ {}x }}", "not ".repeat(20_000)),
-            format!("fn f(x) {{ x{} }}", " + x".repeat(20_000)),
-            format!("fn f(x) {{ x{} }}", " ** x".repeat(20_000)),
-            format!("fn f(x) {{ x{} }}", ".a".repeat(20_000)),
-            format!("fn f(x) {{ x{} }}", "(1)".repeat(20_000)),
+            // Without the depth limit, trees this deep overflow a 2 MiB stack when dumped or
+            // dropped.
+            format!("fn f(x) {{ {}x }}", "-".repeat(30_000)),
+            format!("fn f(x) {{ {}x }}", "not ".repeat(10_000)),
+            format!("fn f(x) {{ x{} }}", " + x".repeat(10_000)),
+            format!("fn f(x) {{ x{} }}", " ** x".repeat(10_000)),
+            format!("fn f(x) {{ x{} }}", ".a".repeat(10_000)),
+            format!("fn f(x) {{ x{} }}", "(1)".repeat(10_000)),
         ] {
             let (ast, diags) = syntax::parse(FileId(0), &text);
             assert_eq!(ast.items.len(), 1);

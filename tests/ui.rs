@@ -8,6 +8,9 @@ use modelc::source::SourceMap;
 use modelc::syntax;
 use std::path::Path;
 
+#[path = "support/elab_stages.rs"]
+mod elab_stages;
+
 #[test]
 fn ui() {
     let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
@@ -16,7 +19,12 @@ fn ui() {
             let text = std::fs::read_to_string(path).expect("test case is readable UTF-8");
             let name = path.strip_prefix(&ui_dir).unwrap_or(path).to_string_lossy().replace('\\', "/");
             let output = run_case(&name, &text);
-            insta::assert_snapshot!(output);
+            // Name snapshots after the path below tests/ui, not after insta's default (the path
+            // below the common prefix of all cases), so adding a case directory elsewhere does
+            // not rename every existing snapshot.
+            insta::with_settings!({ snapshot_suffix => name.replace('/', "__") }, {
+                insta::assert_snapshot!(output);
+            });
         });
     });
 }
@@ -45,7 +53,13 @@ fn run_case(name: &str, text: &str) -> String {
             out.push_str(&format!("--- items parsed: [{}]\n", names.join(", ")));
             out
         }
-        Some(other) => panic!("{name}: unknown stage `{other}` (known: ast, parse-errors)"),
+        Some(stage @ ("check" | "ir" | "summary")) => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+            elab_stages::run(stage, name, text, &dir).expect("elaborator stage")
+        }
+        Some(other) => {
+            panic!("{name}: unknown stage `{other}` (known: ast, parse-errors, check, ir, summary)")
+        }
         None => panic!("{name}: the first line must be `// stage: NAME`"),
     }
 }

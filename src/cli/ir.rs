@@ -3,6 +3,7 @@
 use clap::Args;
 use modelc::elab::elaborate_model;
 use modelc::ir::print_graph;
+use modelc::passes::{PipelineOptions, run_pipeline, run_until};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +22,13 @@ pub struct IrArgs {
     /// Elaborate in training mode (dropout active, batch statistics).
     #[arg(long)]
     pub training: bool,
+    /// Print the graph after this pass of the first pipeline round (fold, simplify, cse, dce)
+    /// instead of the elaborated graph.
+    #[arg(long, value_name = "PASS")]
+    pub after: Option<String>,
+    /// Print the graph after the whole optimisation pipeline.
+    #[arg(long, conflicts_with = "after")]
+    pub optimized: bool,
 }
 
 pub fn run(a: &IrArgs) -> ExitCode {
@@ -37,7 +45,18 @@ pub fn run(a: &IrArgs) -> ExitCode {
     match elaborate_model(&prog, &name, &args, &opts) {
         Ok(e) => {
             super::report(&prog, &e.warnings);
-            print!("{}", print_graph(&e.graph));
+            let popts = PipelineOptions::default();
+            let graph = if let Some(pass) = &a.after {
+                match run_until(e.graph, pass, &popts) {
+                    Ok(g) => g,
+                    Err(err) => return super::usage_error(&err.to_string()),
+                }
+            } else if a.optimized {
+                run_pipeline(e.graph, &popts)
+            } else {
+                e.graph
+            };
+            print!("{}", print_graph(&graph));
             ExitCode::SUCCESS
         }
         Err(diags) => {

@@ -66,10 +66,11 @@ fn dedup(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     out
 }
 
+/// A train block's `model:` entry: the expression, the model's name and its arguments.
+pub type ModelCall<'a> = (&'a Expr, String, Vec<(Option<String>, &'a Expr)>);
+
 /// The `model:` entry of a train block: a model name or a call of one with arguments.
-pub fn train_model_call<'a>(
-    t: &'a ConfigBlock,
-) -> Option<(&'a Expr, String, Vec<(Option<String>, &'a Expr)>)> {
+pub fn train_model_call(t: &ConfigBlock) -> Option<ModelCall<'_>> {
     let e = &t.entries.iter().find(|e| e.key_path() == "model")?.value;
     match &e.kind {
         ExprKind::Name(n) => Some((e, n.clone(), Vec::new())),

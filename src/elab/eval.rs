@@ -148,9 +148,26 @@ impl<'p> Elaborator<'p> {
                 },
             );
         }
-        let mut notes = Vec::new();
-        for f in self.chain.iter().rev().take(8) {
-            notes.push(format!("in `{}` at {}", f.module, self.prog.sources.location(f.span)));
+        // The chain, innermost first, with runs of the same frame (recursion) folded.
+        let mut notes: Vec<String> = Vec::new();
+        let mut repeat = 0;
+        for f in self.chain.iter().rev() {
+            let line = format!("in `{}` at {}", f.module, self.prog.sources.location(f.span));
+            if notes.last() == Some(&line) {
+                repeat += 1;
+                continue;
+            }
+            if repeat > 0 {
+                notes.push(format!("... {repeat} more time(s)"));
+                repeat = 0;
+            }
+            if notes.len() >= 8 {
+                break;
+            }
+            notes.push(line);
+        }
+        if repeat > 0 {
+            notes.push(format!("... {repeat} more time(s)"));
         }
         d.notes.extend(notes);
         if !self
@@ -502,7 +519,11 @@ impl<'p> Elaborator<'p> {
     pub fn eval_block(&mut self, b: &ast::Block, ctx: &mut Ctx) -> Value {
         let mark = ctx.locals.len();
         for s in &b.stmts {
-            self.eval_stmt(s, ctx);
+            // After a failed `assert` the rest of the body would only report follow-on errors.
+            if !self.eval_stmt(s, ctx) {
+                ctx.locals.truncate(mark);
+                return Value::Poison;
+            }
         }
         let v = match &b.tail {
             Some(t) => self.eval(t, ctx),
@@ -512,7 +533,8 @@ impl<'p> Elaborator<'p> {
         v
     }
 
-    fn eval_stmt(&mut self, s: &Stmt, ctx: &mut Ctx) {
+    /// Evaluates a statement; false if it was an `assert` that failed.
+    fn eval_stmt(&mut self, s: &Stmt, ctx: &mut Ctx) -> bool {
         match s {
             Stmt::Let { pat, ty, value, .. } => {
                 let v = self.eval(value, ctx);
@@ -546,17 +568,19 @@ impl<'p> Elaborator<'p> {
                     }
                 }
             }
-            Stmt::Assert(a) => self.eval_assert(a, ctx),
+            Stmt::Assert(a) => return self.eval_assert(a, ctx),
             Stmt::Expr(e) => {
                 self.eval(e, ctx);
             }
         }
+        true
     }
 
-    pub fn eval_assert(&mut self, a: &ast::AssertStmt, ctx: &mut Ctx) {
+    /// Checks an `assert`; false if it failed (and was reported).
+    pub fn eval_assert(&mut self, a: &ast::AssertStmt, ctx: &mut Ctx) -> bool {
         let c = self.eval(&a.cond, ctx);
         match c {
-            Value::Bool(true) | Value::Poison => {}
+            Value::Bool(true) | Value::Poison => true,
             Value::Bool(false) => {
                 let msg = match a.message.as_ref().map(|m| self.eval(m, ctx)) {
                     Some(Value::Str(s)) => s.to_string(),
@@ -573,6 +597,7 @@ impl<'p> Elaborator<'p> {
                     None => d,
                 };
                 self.error(d);
+                false
             }
             other => {
                 self.err_at(
@@ -582,6 +607,7 @@ impl<'p> Elaborator<'p> {
                     "not a bool",
                     None,
                 );
+                false
             }
         }
     }
@@ -989,14 +1015,18 @@ impl<'p> Elaborator<'p> {
                 // Members would only repeat errors about the bad argument.
                 return Some(Value::Module(id));
             }
-            self.eval_members(&decl.members, id, &mut ctx);
+            if !self.eval_members(&decl.members, id, &mut ctx) {
+                return None;
+            }
             Some(Value::Module(id))
         })();
         self.chain.pop();
         result.unwrap_or(Value::Poison)
     }
 
-    fn eval_members(&mut self, members: &'p [ast::Member], id: InstId, ctx: &mut Ctx) {
+    /// Evaluates module members in order; false once an `assert` failed (the remaining
+    /// members are skipped, as they would only repeat the problem).
+    fn eval_members(&mut self, members: &'p [ast::Member], id: InstId, ctx: &mut Ctx) -> bool {
         for m in members {
             match m {
                 ast::Member::Field { name, value, .. } => {
@@ -1051,8 +1081,16 @@ impl<'p> Elaborator<'p> {
                 ast::Member::If { cond, then, otherwise, .. } => {
                     let c = self.eval(cond, ctx);
                     match c {
-                        Value::Bool(true) => self.eval_members(then, id, ctx),
-                        Value::Bool(false) => self.eval_members(otherwise, id, ctx),
+                        Value::Bool(true) => {
+                            if !self.eval_members(then, id, ctx) {
+                                return false;
+                            }
+                        }
+                        Value::Bool(false) => {
+                            if !self.eval_members(otherwise, id, ctx) {
+                                return false;
+                            }
+                        }
                         Value::Poison => {}
                         other => {
                             self.err_at(
@@ -1065,9 +1103,14 @@ impl<'p> Elaborator<'p> {
                         }
                     }
                 }
-                ast::Member::Assert(a) => self.eval_assert(a, ctx),
+                ast::Member::Assert(a) => {
+                    if !self.eval_assert(a, ctx) {
+                        return false;
+                    }
+                }
             }
         }
+        true
     }
 
     fn eval_param_decl(
@@ -2021,6 +2064,6 @@ pub fn elaborate_model_at(
         return Err(el.diags);
     }
     let instances = super::summary::instance_infos(&mut el, root);
-    warnings.extend(el.diags.drain(..));
+    warnings.append(&mut el.diags);
     Ok(Elaborated { graph: el.graph, instances, dims: used_dims, warnings })
 }

@@ -196,7 +196,10 @@ impl Loader {
                 }
                 match std::fs::read_to_string(&full) {
                     Ok(text) => {
-                        let name = full.display().to_string();
+                        // Shown in diagnostics: relative to the using file's shown name, so
+                        // messages do not depend on where the project was checked out.
+                        let from_name = self.sources.get(from).name.clone();
+                        let name = lexical_join(Path::new(&from_name).parent(), path);
                         Some(self.add_file(SourceFile::new(name, Some(full), text), Some(from)))
                     }
                     Err(e) => {
@@ -244,4 +247,24 @@ impl Loader {
         }
         scopes
     }
+}
+
+/// `dir/path` with `.` and `a/..` pairs removed, as text.
+fn lexical_join(dir: Option<&Path>, path: &str) -> String {
+    let joined = match dir {
+        Some(d) => d.join(path),
+        None => PathBuf::from(path),
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir | std::path::Component::RootDir => {}
+            std::path::Component::ParentDir if parts.last().is_some_and(|p| p != "..") => {
+                parts.pop();
+            }
+            other => parts.push(other.as_os_str().to_string_lossy().into_owned()),
+        }
+    }
+    let s = parts.join("/");
+    if joined.is_absolute() && !s.starts_with('/') { format!("/{s}") } else { s }
 }

@@ -702,7 +702,7 @@ impl<'p> Elaborator<'p> {
         }
         let mut shape: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
         if let Some(i) = unknown {
-            if known == 0 || numel % known != 0 {
+            if known == 0 || !numel.is_multiple_of(known) {
                 return self.err_at(
                     "E0206",
                     span,

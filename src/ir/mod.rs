@@ -9,7 +9,10 @@ mod types;
 mod verify;
 
 pub use graph::{Graph, Init, InputInfo, Node, NodeId, OutputInfo, ParamInfo, ScopeId};
-pub use op::{BinaryOp, Op, OpClass, ReduceOp, TypeError, UnaryOp, flops, fmt_f64, infer_type};
+pub use op::{
+    BinaryOp, Op, OpClass, ReduceOp, TypeError, UnaryOp, flops, fmt_f64, infer_type, random_mix32,
+    random_uniform_value,
+};
 pub use print::print_graph;
 pub use types::{DType, ShapeDisplay, TensorType, TypeId, TypeInterner};
 pub use verify::verify;

@@ -9,6 +9,7 @@ use super::types::{DType, TensorType};
 use std::fmt;
 
 /// Elementwise functions of one operand. Operand and result have the same type unless noted.
+/// On i32, `Neg` and `Abs` wrap (`neg(i32::MIN) == abs(i32::MIN) == i32::MIN`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnaryOp {
     Neg,
@@ -90,18 +91,27 @@ impl UnaryOp {
 }
 
 /// Elementwise functions of two operands of identical shape (broadcasts are explicit nodes).
+///
+/// Floats follow IEEE 754 (comparisons with NaN are false except `Ne`). On i32, `Add`, `Sub`
+/// and `Mul` wrap (two's complement).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BinaryOp {
     Add,
     Sub,
     Mul,
-    /// Float division, or integer division rounding toward negative infinity.
+    /// Float division, or integer division rounding toward negative infinity. Integer
+    /// division by zero gives 0 (no trap); `i32::MIN / -1` wraps to `i32::MIN`.
     Div,
-    /// Remainder with the sign of the divisor (Python-style), for ints and floats.
+    /// Remainder with the sign of the divisor (Python-style), for ints and floats. Ints:
+    /// `a == b * (a div b) + a rem b` always holds, so `a rem 0 == a`. Floats: C `fmod`, plus
+    /// `b` when the signs differ; a zero result has the sign of `b`; `a rem 0.0` is NaN.
     Rem,
-    /// `a ** b`, floats only.
+    /// `a ** b` (C `pow`), floats only.
     Pow,
+    /// Float: NaN if either operand is NaN, and -0.0 < +0.0 (IEEE 754-2019 `maximum`, as
+    /// Cranelift's `fmax`).
     Max,
+    /// Float: NaN if either operand is NaN, and -0.0 < +0.0 (IEEE 754-2019 `minimum`).
     Min,
     Eq,
     Ne,
@@ -186,6 +196,10 @@ impl BinaryOp {
 }
 
 /// Reductions. A reduction keeps the reduced axes with size 1.
+///
+/// `Max`/`Min` propagate NaN like the binary ops. Over an empty axis, `Sum` gives 0, `Max`
+/// gives -inf (i32: `i32::MIN`) and `Min` +inf (i32: `i32::MAX`). The i32 sum wraps. Float
+/// sums are not bit-reproducible across back ends (the order of additions is unspecified).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ReduceOp {
     Sum,
@@ -215,7 +229,8 @@ pub enum Op {
         index: u32,
     },
     /// A scalar constant splatted to the node's shape. No arguments. Ints and bools are
-    /// stored exactly (bools as 0.0 / 1.0).
+    /// stored exactly (bools as 0.0 / 1.0). An f32 constant is `value` rounded to nearest f32
+    /// (an f64 evaluation uses `value` as is).
     Const {
         value: f64,
     },
@@ -224,7 +239,8 @@ pub enum Op {
         axis: u32,
     },
     /// Uniform random numbers in `[0, 1)`, f32, in the node's shape: a pure function of the
-    /// i32 scalar key argument, the stream number and the element's linear index.
+    /// i32 scalar key argument, the stream number and the element's linear index, defined
+    /// exactly by [`random_uniform_value`].
     RandomUniform {
         stream: u32,
     },
@@ -232,7 +248,9 @@ pub enum Op {
     Binary(BinaryOp),
     /// `select(cond, a, b)`: elementwise `cond ? a : b`; `cond` is bool, all three same shape.
     Select,
-    /// Elementwise conversion (float → int truncates toward zero; bool ↔ 0/1).
+    /// Elementwise conversion. Float → int truncates toward zero and saturates at the i32
+    /// range; NaN → 0. Int → float rounds to nearest. Float or int → bool is `x != 0` (so
+    /// NaN → true). Bool → number is 0 or 1. Casting to the operand's dtype is the identity.
     Cast {
         to: DType,
     },
@@ -241,7 +259,9 @@ pub enum Op {
         op: ReduceOp,
         axes: Vec<u32>,
     },
-    /// Index (i32) of the first maximum along `axis`; the axis is kept with size 1.
+    /// Index (i32) of the first maximum along `axis`; the axis is kept with size 1. A NaN
+    /// counts as larger than every number (the first NaN wins); -0.0 equals +0.0; bools order
+    /// false < true. An empty axis gives 0.
     ArgMax {
         axis: u32,
     },
@@ -266,7 +286,8 @@ pub enum Op {
         end: usize,
         step: usize,
     },
-    /// Zero padding along `axis`: `lo` before, `hi` after and `interior` between elements.
+    /// Zero padding along `axis`: `lo` before, `hi` after and `interior` between elements
+    /// (element `i` lands at `lo + i * (interior + 1)`; padding is +0.0, 0 or false).
     Pad {
         axis: u32,
         lo: usize,
@@ -278,23 +299,58 @@ pub enum Op {
         axis: u32,
     },
     /// `gather(table [V, r...], idx i32[i...]) -> [i..., r...]`: rows of `table`. Indices
-    /// outside `0..V` give zero rows.
+    /// outside `0..V` (negative ones included) give zero rows (false for bool tables).
     Gather,
     /// `scatter_add(idx i32[i...], src [i..., r...]) -> [rows, r...]`: zeros plus every source
-    /// row added at its index. Indices outside `0..rows` are dropped.
+    /// row added at its index. Indices outside `0..rows` are dropped. i32 sums wrap.
     ScatterAdd {
         rows: usize,
     },
-    /// Inclusive running sum along `axis` (from the end when `reverse`).
+    /// Inclusive running sum along `axis` (from the end when `reverse`). i32 sums wrap.
     Cumsum {
         axis: u32,
         reverse: bool,
     },
     /// Indices (i32) of the `k` largest elements of the last axis, largest first, ties to the
-    /// lower index. The last axis becomes `k`.
+    /// lower index. NaN counts as larger than every number, as in `ArgMax`; -0.0 equals
+    /// +0.0. The last axis becomes `k`.
     TopK {
         k: usize,
     },
+}
+
+/// The reference definition of [`Op::RandomUniform`]: element `index` (the row-major linear
+/// index modulo 2^32) of stream `stream` under the i32 scalar `key`, in `[0, 1)`.
+///
+/// Only 32-bit wrapping multiply, xor, shift and add are used, so a vectorised kernel can
+/// reproduce it bit for bit with i32x4 operations:
+///
+/// ```text
+/// mix(x)  = x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
+///           (Wellons' "lowbias32" finaliser, a bijection of u32; `>>` is logical)
+/// seed    = mix(mix(key as u32 ^ 0x9e3779b9) ^ stream)   (once per op)
+/// h       = mix(mix(index ^ seed) + seed)                (per element, `+` wrapping)
+/// value   = (h >> 8) as f32 * 2^-24                      (the top 24 bits; exact in f32)
+/// ```
+///
+/// The seed enters twice so that two streams are unrelated sequences rather than shifted
+/// copies of each other; the golden-ratio constant keeps key 0, stream 0, index 0 away from
+/// the fixed point `mix(0) == 0`. Values are multiples of 2^-24 from 0 to 1 - 2^-24.
+pub fn random_uniform_value(key: i32, stream: u32, index: u32) -> f32 {
+    let seed = random_mix32(random_mix32(key as u32 ^ 0x9e37_79b9) ^ stream);
+    let h = random_mix32(random_mix32(index ^ seed).wrapping_add(seed));
+    // h >> 8 < 2^24 is exactly representable, and so is the product with 2^-24.
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+/// The 32-bit finaliser of [`random_uniform_value`] ("lowbias32" by Chris Wellons).
+pub fn random_mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
 }
 
 /// How the scheduler and cost model see an op.

@@ -40,9 +40,21 @@ impl<'t> Builder<'t> {
         self.diags
     }
 
+    /// The span of a pair without trailing whitespace and comments: pest includes them in a
+    /// rule that ends with an optional or repeated part that did not match (`x = f(a)` followed
+    /// by a newline would otherwise span the newline and the next line's indentation).
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, self.base + s.start(), self.base + s.end())
+        let text = pair.as_str();
+        // Trailing trivia ends in whitespace, or in `/` for a block comment; a line comment
+        // ends in a newline (a pair never reaches the end of input inside trailing trivia,
+        // since every item ends with `}`, a name or a string).
+        let len = if text.ends_with(|c: char| c.is_ascii_whitespace() || c == '/') {
+            end_of_last_token(text)
+        } else {
+            text.len()
+        };
+        Span::new(self.file, self.base + s.start(), self.base + s.start() + len)
     }
 
     // ------------------------------------------------------------ items
@@ -220,6 +232,17 @@ impl<'t> Builder<'t> {
                 let mut inner = pair.into_inner().skip(1);
                 let name = self.name(inner.next()?);
                 let ty = self.type_expr(inner.next()?);
+                if !matches!(ty, TypeExpr::Tensor { .. }) {
+                    let keyword = if rule == Rule::param_member { "param" } else { "buffer" };
+                    self.diags.push(
+                        Diagnostic::error("E0008", format!("`{keyword}` needs a tensor type"))
+                            .at(ty.span(), "not a tensor type")
+                            .with_help(format!(
+                                "give the shape, e.g. `{keyword} {}: [d, d]`; for a compile-time value write `{} = ...`",
+                                name.name, name.name
+                            )),
+                    );
+                }
                 let init = inner.next().map(|p| self.expr(p));
                 Member::Param { name, ty, init, trainable: rule == Rule::param_member, span }
             }
@@ -276,7 +299,20 @@ impl<'t> Builder<'t> {
         let Some(inner) = pair.into_inner().next() else { return TypeExpr::Tuple(Vec::new(), span) };
         match inner.as_rule() {
             Rule::tuple_type => {
-                TypeExpr::Tuple(inner.into_inner().map(|t| self.type_expr(t)).collect(), span)
+                let mut types = Vec::new();
+                let mut commas = 0;
+                for p in inner.into_inner() {
+                    if p.as_rule() == Rule::comma {
+                        commas += 1;
+                    } else {
+                        types.push(self.type_expr(p));
+                    }
+                }
+                // As in expressions, `(T)` is just `T`; `(T,)` is a one-element tuple.
+                if types.len() == 1 && commas == 0 {
+                    return types.remove(0);
+                }
+                TypeExpr::Tuple(types, span)
             }
             Rule::tensor_type => {
                 let mut dtype = None;
@@ -286,6 +322,15 @@ impl<'t> Builder<'t> {
                         Rule::dtype => dtype = Some(self.ident(&p)),
                         _ => dims = p.into_inner().map(|d| self.dim(d)).collect(),
                     }
+                }
+                if let Some(DimExpr::Ellipsis(at)) =
+                    dims.iter().skip(1).find(|d| matches!(d, DimExpr::Ellipsis(_)))
+                {
+                    self.diags.push(
+                        Diagnostic::error("E0009", "`...` must be the first dimension")
+                            .at(*at, "`...` stands for the leading dimensions")
+                            .with_help("move `...` to the front, e.g. `[..., T, d]`"),
+                    );
                 }
                 TypeExpr::Tensor { dtype, dims, span }
             }
@@ -365,7 +410,6 @@ impl<'t> Builder<'t> {
             return Stmt::Expr(Expr { kind: ExprKind::Error, span });
         };
         let name = self.name(name);
-        let op_span = self.span(&op);
         let value = self.expr(value);
         let op = match op.as_str() {
             "+=" => Some(BinOp::Add),
@@ -375,10 +419,11 @@ impl<'t> Builder<'t> {
             _ => None,
         };
         let value = match op {
-            // `x += e` is `x = x + e`; the `x` operand points at the target name.
+            // `x += e` is `x = x + e`; the `x` operand points at the target name, and the sum
+            // spans `x += e`.
             Some(op) => {
                 let lhs = Expr { kind: ExprKind::Name(name.name.clone()), span: name.span };
-                let span = op_span.to(value.span);
+                let span = name.span.to(value.span);
                 Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(value) }, span }
             }
             None => value,
@@ -887,4 +932,43 @@ fn binary(op: &str, lhs: Expr, rhs: Expr) -> Expr {
         _ => BinOp::Or,
     };
     Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span }
+}
+
+/// Byte length of `text` up to the end of its last token, skipping trailing whitespace and
+/// comments. `text` starts at a token boundary, so a forward scan sees strings and comments
+/// whole.
+fn end_of_last_token(text: &str) -> usize {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut end = 0;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i = (i + 2).min(b.len());
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(b.len());
+                end = i;
+            }
+            _ => {
+                i += 1;
+                end = i;
+            }
+        }
+    }
+    end
 }

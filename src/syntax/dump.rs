@@ -227,7 +227,7 @@ fn ty_str(t: &TypeExpr) -> String {
                 .collect();
             format!("{}[{}]", dtype.as_ref().map_or("", |d| d.name.as_str()), dims.join(", "))
         }
-        TypeExpr::Tuple(ts, _) => format!("({})", ts.iter().map(ty_str).collect::<Vec<_>>().join(", ")),
+        TypeExpr::Tuple(ts, _) => tuple_str(&ts.iter().map(ty_str).collect::<Vec<_>>()),
     }
 }
 

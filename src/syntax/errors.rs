@@ -1,13 +1,23 @@
-//! Turns a pest parse error into a [`Diagnostic`] (E0001) that says, in words, what was
-//! expected and what was found; pest's rule names never reach the user.
+//! Turns a pest parse error into a [`Diagnostic`] (E0001, or E0006 when pest's own stack guard
+//! stops it) that says, in words, what was expected and what was found; pest's rule names never
+//! reach the user.
 
 use super::Rule;
 use crate::diag::Diagnostic;
 use crate::source::{FileId, Span};
 use pest::error::{Error, ErrorVariant, InputLocation};
 
+/// What the end of the parsed text stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The end of the file (or of a top-level item chunk, which ends where the next begins).
+    OfInput,
+    /// The closing `}` of a body (error recovery parses a body without it).
+    OfBody,
+}
+
 /// Converts pest's error for `chunk` (starting at byte `base` of the file).
-pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> Diagnostic {
+pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>, end: End) -> Diagnostic {
     let rule_pos = match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
@@ -25,32 +35,40 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> D
     };
     // pest places the error at the furthest position where a *rule* failed; the detailed
     // attempts also track literal tokens (`:` after `param w`), which may have got further.
+    // They also track tokens inside lookaheads (the `reserved` check behind every name), which
+    // can leave nothing to say; then the rule position is used.
     let attempts = err.parse_attempts();
-    let (pos, mut positives, literals): (usize, Vec<Rule>, Vec<String>) = match &attempts {
-        Some(a) if a.max_position > rule_pos && a.max_position <= chunk.len() => {
+    // `ParsingToken` is not exported by pest; its `Display` is the literal text.
+    let max_tokens: Vec<String> = attempts
+        .as_ref()
+        .map(|a| a.expected_tokens().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    let further =
+        attempts.as_ref().filter(|a| a.max_position > rule_pos && a.max_position <= chunk.len()).map(|a| {
             // Only the innermost rules of the further attempt are relevant; the member or
             // statement rules that contain them started earlier.
-            let rules = a
+            let rules: Vec<Rule> = a
                 .call_stacks()
                 .iter()
                 .filter_map(|c| c.deepest.get_rule().copied())
                 .filter(|r| !starts_construct(*r))
                 .collect();
-            (a.max_position, rules, a.expected_tokens().iter().map(ToString::to_string).collect())
+            (a.max_position, expectation(chunk, a.max_position, &rules, &max_tokens))
+        });
+    let (pos, mut expected) = match further {
+        Some((pos, expected)) if expected.describe().is_some() => (pos, expected),
+        _ => {
+            let literals = match &attempts {
+                Some(a) if a.max_position == rule_pos => max_tokens.clone(),
+                _ => Vec::new(),
+            };
+            (rule_pos, expectation(chunk, rule_pos, &rule_positives, &literals))
         }
-        // `ParsingToken` is not exported by pest; its `Display` is the literal text.
-        Some(a) if a.max_position == rule_pos => {
-            (rule_pos, rule_positives.clone(), a.expected_tokens().iter().map(ToString::to_string).collect())
-        }
-        _ => (rule_pos, rule_positives.clone(), Vec::new()),
     };
-    // Directly after a word, "a name" only means the word could have been longer.
-    if chunk[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-        positives.retain(|r| !matches!(r, Rule::word | Rule::ident));
-    }
     let found = token_at(chunk, pos);
     let found_span = Span::new(file, base + pos, base + pos + found.len());
     let found_words = match found {
+        "" if end == End::OfBody => "`}`".to_string(),
         "" => "end of input".to_string(),
         "\n" | "\r" => "end of line".to_string(),
         " " | "\t" => "a space".to_string(),
@@ -60,10 +78,13 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> D
         || attempts.as_ref().is_some_and(|a| {
             a.call_stacks().iter().any(|c| matches!(c.deepest.get_rule(), Some(Rule::key_path | Rule::entry)))
         });
-    let expected = Expected::new(&positives, &literals);
+    if end == End::OfBody && expected.end_of_input {
+        expected.end_of_input = false;
+        expected.tokens.insert(0, "`}`");
+    }
     let message = match expected.describe() {
         Some(what) => format!("expected {what}, found {found_words}"),
-        None => format!("unexpected {found_words}"),
+        None => format!("unexpected {}", found_words.trim_start_matches("a ")),
     };
     let label = if found.is_empty() { "input ends here".to_string() } else { "unexpected here".to_string() };
     Diagnostic::error("E0001", message).at(found_span, label).with_help(expected.help(
@@ -74,13 +95,32 @@ pub fn from_pest(file: FileId, chunk: &str, base: usize, err: &Error<Rule>) -> D
     ))
 }
 
+/// What was expected at `pos`, from the rules and literal tokens pest tried there.
+fn expectation(chunk: &str, pos: usize, positives: &[Rule], literals: &[String]) -> Expected {
+    let mut positives = positives.to_vec();
+    // Directly after a word, "a name" only means the word could have been longer.
+    if chunk[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        positives.retain(|r| !matches!(r, Rule::word | Rule::ident));
+    }
+    let mut expected = Expected::new(&positives, literals);
+    if expected.name && chunk[..pos].ends_with('.') {
+        // `x.` followed by something other than a name (`x.0`, `2.`).
+        expected.name = false;
+        expected.tokens.push("a field name");
+    }
+    expected
+}
+
 /// Rules that start a member, statement or item: reported as the context of a failure that
 /// happened inside them, not as what was expected.
 fn starts_construct(rule: Rule) -> bool {
     use Rule::*;
     matches!(
         rule,
-        file | use_item
+        file | member_list
+            | stmt_list
+            | entry_list
+            | use_item
             | module_item
             | fn_decl
             | data_item
@@ -292,6 +332,12 @@ impl Expected {
             "entries are written `key: value` or `key label: value`, e.g. `batch: 32`".into()
         } else if self.operator {
             "check for a missing operator or `,` between the two expressions".into()
+        } else if self.expression
+            && matches!(found, "let" | "param" | "buffer" | "dim" | "fn" | "assert" | "use" | "module")
+        {
+            format!(
+                "`{found}` cannot start an expression; is the expression before it unfinished (a trailing operator)?"
+            )
         } else if self.expression {
             "write an expression here, e.g. a name, a number or a call".into()
         } else if self.type_ {

@@ -1,0 +1,80 @@
+//! The `modelc` binary: exit codes and output of `check`, `ir` and `summary`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn modelc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modelc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("modelc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_models_exits_zero() {
+    let mut args = vec!["check"];
+    let files: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .expect("models/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "model"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    args.extend(files.iter().map(String::as_str));
+    let (code, _, err) = modelc(&args);
+    assert_eq!(code, 0, "stderr:\n{err}");
+}
+
+#[test]
+fn check_reports_all_three_errors_with_locations_and_exits_one() {
+    let (code, _, err) = modelc(&["check", "tests/ui/check/three_independent_errors.model"]);
+    assert_eq!(code, 1, "stderr:\n{err}");
+    for (code, loc) in [
+        ("E0501", "three_independent_errors.model:5:12"),
+        ("E0201", "three_independent_errors.model:15:49"),
+        ("E0101", "three_independent_errors.model:18:11"),
+    ] {
+        assert!(err.contains(code) && err.contains(loc), "missing {code} at {loc} in:\n{err}");
+    }
+    assert!(err.contains("3 error(s)"), "{err}");
+}
+
+#[test]
+fn missing_file_is_an_error_not_a_panic() {
+    let (code, _, err) = modelc(&["check", "no/such/file.model"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("E0105"), "{err}");
+}
+
+#[test]
+fn summary_prints_the_parameter_count() {
+    let (code, out, err) = modelc(&["summary", "models/austen_lm.model"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("trainable parameters: 429,664"), "{out}");
+    assert!(out.contains("blocks.1.attn.qkv"), "{out}");
+}
+
+#[test]
+fn ir_prints_the_graph_with_args_and_dims() {
+    let (code, out, err) =
+        modelc(&["ir", "models/austen_lm.model", "--arg", "layers=1", "--dim", "B=2", "--dim", "T=8"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("graph AustenLM.forward {"), "{out}");
+    assert!(out.contains("input ids: i32[2, 8]"), "{out}");
+    assert!(!out.contains("blocks.1."), "one layer only:\n{out}");
+}
+
+#[test]
+fn bad_option_values_are_usage_errors() {
+    let (code, _, err) = modelc(&["ir", "models/austen_lm.model", "--dim", "T=minus"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = modelc(&["ir", "models/austen_lm.model", "--model", "Nope"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("E0109"), "{err}");
+}
