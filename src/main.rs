@@ -27,6 +27,12 @@ enum Command {
     Ir(cli::ir::IrArgs),
     /// Print a table of the module tree: output shapes, parameters, FLOPs.
     Summary(cli::summary::SummaryArgs),
+    /// Compile a model's forward pass and report kernels, memory and compile time.
+    Build(cli::build::BuildArgs),
+    /// Run a model's forward pass on inputs from a safetensors file.
+    Run(cli::run::RunArgs),
+    /// Run a data pipeline alone and report what each step did.
+    Data(cli::data::DataArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +41,8 @@ fn main() -> ExitCode {
         Command::Check { files, dims } => cli::check::run(&files, &dims),
         Command::Ir(args) => cli::ir::run(&args),
         Command::Summary(args) => cli::summary::run(&args),
+        Command::Build(args) => cli::build::run(&args),
+        Command::Run(args) => cli::run::run(&args),
+        Command::Data(args) => cli::data::run(&args),
     }
 }

@@ -29,6 +29,10 @@ pub struct IrArgs {
     /// Print the graph after the whole optimisation pipeline.
     #[arg(long, conflicts_with = "after")]
     pub optimized: bool,
+    /// What to print: the graph (`graph`) or the fused kernel list after the pipeline
+    /// (`kernels`).
+    #[arg(long, default_value = "graph", value_parser = ["graph", "kernels"])]
+    pub stage: String,
 }
 
 pub fn run(a: &IrArgs) -> ExitCode {
@@ -56,7 +60,13 @@ pub fn run(a: &IrArgs) -> ExitCode {
             } else {
                 e.graph
             };
-            print!("{}", print_graph(&graph));
+            if a.stage == "kernels" {
+                let graph =
+                    if a.optimized || a.after.is_some() { graph } else { run_pipeline(graph, &popts) };
+                print!("{}", modelc::sched::print_kernels(&modelc::sched::schedule(&graph)));
+            } else {
+                print!("{}", print_graph(&graph));
+            }
             ExitCode::SUCCESS
         }
         Err(diags) => {

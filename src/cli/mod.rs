@@ -1,8 +1,11 @@
 //! Subcommands of the `modelc` binary and what they share: loading a program, parsing
 //! `--arg`/`--dim` values, printing diagnostics.
 
+pub mod build;
 pub mod check;
+pub mod data;
 pub mod ir;
+pub mod run;
 pub mod summary;
 
 use modelc::diag::{Diagnostic, RenderOptions, render};
@@ -96,4 +99,43 @@ pub fn pick_model(prog: &Program, name: Option<&str>) -> Result<String, String> 
             many.iter().map(|(_, m)| m.name.name.as_str()).collect::<Vec<_>>().join(", ")
         )),
     }
+}
+
+/// Binds symbolic dimensions of the model's `forward` signature that `--dim` did not give
+/// from the shapes of the tensors in the input file (by parameter name).
+pub fn dims_from_inputs(
+    prog: &Program,
+    model: &str,
+    _args: &[(String, Value)],
+    input: &Path,
+    opts: &mut ElabOptions,
+) -> Result<(), String> {
+    use modelc::syntax::ast::{DimExpr, ExprKind, Item, Member, TypeExpr};
+    let bytes = std::fs::read(input).map_err(|e| format!("cannot read `{}`: {e}", input.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", input.display()))?;
+    let Some((_, Item::Module(m))) = prog.find_root_item(model) else { return Ok(()) };
+    let Some(f) = m.members.iter().find_map(|mem| match mem {
+        Member::Fn(f) if f.name.name == "forward" => Some(f),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    for p in &f.params {
+        let Some(TypeExpr::Tensor { dims, .. }) = &p.ty else { continue };
+        let Ok(view) = st.tensor(&p.name.name) else { continue };
+        if dims.iter().any(|d| matches!(d, DimExpr::Ellipsis(_))) || view.shape().len() != dims.len() {
+            continue;
+        }
+        for (d, &size) in dims.iter().zip(view.shape()) {
+            if let DimExpr::Expr(e) = d
+                && let ExprKind::Name(n) = &e.kind
+                && !opts.dims.iter().any(|(k, _)| k == n)
+                && !m.params.iter().any(|mp| &mp.name.name == n)
+            {
+                opts.dims.push((n.clone(), size as i64));
+            }
+        }
+    }
+    Ok(())
 }

@@ -32,6 +32,7 @@ pub fn check_program(prog: &Program, opts: &ElabOptions) -> Vec<Diagnostic> {
         for (_, item) in prog.root_items() {
             match item {
                 Item::Train(t) => check_train(prog, t, opts, &mut diags),
+                Item::Data(d) => diags.extend(crate::data::plan::check_data_block(d)),
                 Item::Sweep(s) => match prog.resolve(prog.root, &s.target.name) {
                     Some(r) if matches!(prog.item(r), Item::Train(_)) => {}
                     _ => diags.push(
