@@ -143,6 +143,9 @@ fn check_never_panics_on_mutated_models() {
         let (path, text) = &corpus[rng.random_range(0..corpus.len())];
         let mutated = mutate(text, &mut rng);
         let dir = path.parent().expect("has a parent");
+        if std::env::var_os("MODELC_FUZZ_VERBOSE").is_some() {
+            eprintln!("case {case} from {}:\n{mutated}\n----", path.display());
+        }
         let result = catch_unwind(AssertUnwindSafe(|| {
             let prog = Program::from_source("case.model", &mutated, Some(dir));
             let diags = check_program(&prog, &opts);

@@ -14,6 +14,9 @@ use std::rc::Rc;
 pub const MAX_DEPTH: usize = 64;
 pub const MAX_LIST: i64 = 4096;
 pub const MAX_NODES: usize = 2_000_000;
+/// Module instantiations plus function and method calls in one elaboration (recursion that
+/// branches would otherwise grow exponentially within the depth limit).
+pub const MAX_CALLS: usize = 200_000;
 /// Largest number of elements of one tensor (2^36).
 pub const MAX_NUMEL: u128 = 1 << 36;
 
@@ -103,8 +106,9 @@ pub(super) struct Elaborator<'p> {
     pub rng_stream: u32,
     /// Output types of the first `forward` call of each instance.
     pub call_outputs: HashMap<InstId, Vec<TensorType>>,
-    /// Whether parameters may be created (false while evaluating a method body).
     too_large_reported: bool,
+    /// Instantiations and calls so far (bounded by `MAX_CALLS`).
+    calls: usize,
 }
 
 impl<'p> Elaborator<'p> {
@@ -123,6 +127,7 @@ impl<'p> Elaborator<'p> {
             rng_stream: 0,
             call_outputs: HashMap::new(),
             too_large_reported: false,
+            calls: 0,
         }
     }
 
@@ -193,6 +198,21 @@ impl<'p> Elaborator<'p> {
             d = d.with_help(h);
         }
         self.error(d)
+    }
+
+    /// Counts one instantiation or call; false (after reporting once) when the budget is spent.
+    fn spend_call(&mut self, span: Span) -> bool {
+        self.calls += 1;
+        if self.calls == MAX_CALLS + 1 {
+            self.err_at(
+                "E0405",
+                span,
+                format!("elaboration needed more than {MAX_CALLS} module instantiations and calls"),
+                "while evaluating this",
+                Some("a module or function that creates or calls itself more than once grows without bound; add a stopping condition".into()),
+            );
+        }
+        self.calls <= MAX_CALLS
     }
 
     // ----- names -----
@@ -955,6 +975,9 @@ impl<'p> Elaborator<'p> {
     /// Creates a module instance and evaluates its members.
     fn instantiate(&mut self, r: ItemRef, args: Vec<ArgVal>, span: Span) -> Value {
         let Item::Module(decl) = self.prog.item(r) else { return Value::Poison };
+        if !self.spend_call(span) {
+            return Value::Poison;
+        }
         if self.chain.len() >= MAX_DEPTH {
             return self.err_at(
                 "E0405",
@@ -1335,6 +1358,9 @@ impl<'p> Elaborator<'p> {
         args: Vec<ArgVal>,
         span: Span,
     ) -> Value {
+        if !self.spend_call(span) {
+            return Value::Poison;
+        }
         if self.chain.len() >= MAX_DEPTH {
             return self.err_at(
                 "E0405",
