@@ -22,6 +22,13 @@ pub struct BuildArgs {
     /// Threads of the executor (default: MODELC_THREADS, else all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also time the forward pass: 3 warm-up runs, then N timed runs on random inputs; prints
+    /// the median and the fastest.
+    #[arg(long, value_name = "N")]
+    pub time: Option<usize>,
+    /// Print only the summary lines, not the kernel list.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 pub fn run(a: &BuildArgs) -> ExitCode {
@@ -58,8 +65,10 @@ pub fn run(a: &BuildArgs) -> ExitCode {
         }
     };
     let t = exe.timings();
-    print!("{}", print_kernels(exe.schedule()));
-    println!();
+    if !a.quiet {
+        print!("{}", print_kernels(exe.schedule()));
+        println!();
+    }
     println!(
         "model {name}: {} graph nodes ({nodes_before} before passes), {} FLOPs per run",
         graph.len(),
@@ -78,5 +87,63 @@ pub fn run(a: &BuildArgs) -> ExitCode {
         t.kernels_compiled
     );
     println!("threads: {}", exe.threads());
+    if let Some(n) = a.time {
+        let mut exe = exe;
+        let inputs = random_inputs(&graph);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + 3 {
+            let t = Instant::now();
+            if let Err(err) = exe.run(&inputs) {
+                eprintln!("error: {err}");
+                return ExitCode::from(1);
+            }
+            if i >= 3 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        if let (Some(min), Some(med)) = (times.first(), times.get(times.len() / 2)) {
+            println!("forward: median {med:.3} ms, fastest {min:.3} ms over {n} runs");
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// Deterministic inputs for timing: floats in [-1, 1), ints in [0, 4) (valid token ids for
+/// every example), bools alternating.
+fn random_inputs(g: &modelc::ir::Graph) -> Vec<modelc::tensor::Tensor> {
+    use modelc::ir::DType;
+    use modelc::tensor::Tensor;
+    use ndarray::ArrayD;
+    let mut state: u32 = 0x9e37_79b9;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    g.inputs
+        .iter()
+        .map(|i| {
+            let n = i.ty.numel();
+            let shape = i.ty.shape.clone();
+            match i.ty.dtype {
+                DType::F32 => Tensor::F32(
+                    ArrayD::from_shape_vec(
+                        shape,
+                        (0..n).map(|_| (next() >> 8) as f32 / 8_388_608.0 - 1.0).collect(),
+                    )
+                    .expect("shape matches"),
+                ),
+                DType::I32 => Tensor::I32(
+                    ArrayD::from_shape_vec(shape, (0..n).map(|_| (next() % 4) as i32).collect())
+                        .expect("shape matches"),
+                ),
+                DType::Bool => Tensor::I32(
+                    ArrayD::from_shape_vec(shape, (0..n).map(|k| (k % 2) as i32).collect())
+                        .expect("shape matches"),
+                ),
+            }
+        })
+        .collect()
 }
