@@ -88,10 +88,15 @@ pub fn train_model_call(t: &ConfigBlock) -> Option<ModelCall<'_>> {
 }
 
 fn check_train(prog: &Program, t: &ConfigBlock, opts: &ElabOptions, diags: &mut Vec<Diagnostic>) {
+    let mut data_block: Option<&ConfigBlock> = None;
     match t.entries.iter().find(|e| e.key_path() == "data") {
         Some(e) => match &e.value.kind {
             ExprKind::Name(n) => match prog.resolve(prog.root, n) {
-                Some(r) if matches!(prog.item(r), Item::Data(_)) => {}
+                Some(r) if matches!(prog.item(r), Item::Data(_)) => {
+                    if let Item::Data(d) = prog.item(r) {
+                        data_block = Some(d);
+                    }
+                }
                 _ => diags.push(
                     Diagnostic::error("E0111", format!("`{n}` is not a `data` block"))
                         .at(e.value.span, "expected the name of a data block")
@@ -141,6 +146,9 @@ fn check_train(prog: &Program, t: &ConfigBlock, opts: &ElabOptions, diags: &mut 
             return;
         }
     }
+    if let Some(d) = data_block {
+        check_loss_against_data(prog, t, d, &name, &args, diags);
+    }
     if args.is_empty() {
         return; // the defaults were checked with the model itself
     }
@@ -166,4 +174,84 @@ fn check_train(prog: &Program, t: &ConfigBlock, opts: &ElabOptions, diags: &mut 
         Ok(el) => diags.extend(el.warnings),
         Err(ds) => diags.extend(ds),
     }
+}
+
+/// Type-checks a train block's `loss:` against its data: the batch fields (`x`, `y`, ...) with
+/// the shapes and dtypes the data block declares are passed through the loss expression,
+/// which calls the model; a mismatch is reported at the loss expression and the model's
+/// signature, with the data block's batch signature as a label. Fields whose sizes are known
+/// only after reading the files (CSV feature counts) are not checked here.
+fn check_loss_against_data(
+    prog: &Program,
+    t: &ConfigBlock,
+    data: &ConfigBlock,
+    model: &str,
+    args: &[(Option<String>, &Expr)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    use crate::data::plan::DimSig;
+    let Some(loss) = t.entries.iter().find(|e| e.key_path() == "loss") else { return };
+    let base = prog.sources.get(prog.root).path.as_ref().and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    let Ok(plan) = crate::data::lower_data_block(data, base.as_deref().unwrap_or(std::path::Path::new(".")))
+    else {
+        return; // the data block's own diagnostics are reported by its check
+    };
+    let sig = plan.batch_signature();
+    let mut fields = Vec::new();
+    for f in &sig {
+        let mut shape = Vec::new();
+        for d in &f.dims {
+            match d {
+                DimSig::Batch(n) | DimSig::Fixed(n) => shape.push(*n),
+                DimSig::Symbol(_) => return,
+            }
+        }
+        fields.push((f.name.clone(), crate::ir::TensorType::new(f.dtype, shape)));
+    }
+    let Some((_, Item::Module(_))) = prog.find_root_item(model) else { return };
+    let Some(r) = prog.resolve(prog.root, model) else { return };
+    let mut el = Elaborator::new(prog, true);
+    let mut ctx = Ctx::new(prog.root, None, false);
+    let mut call_args = Vec::new();
+    for (n, x) in args {
+        let v = el.eval(x, &mut ctx);
+        call_args.push(super::eval::ArgVal {
+            name: n.as_ref().map(|n| crate::syntax::ast::Ident { name: n.clone(), span: x.span }),
+            value: v,
+            span: x.span,
+        });
+    }
+    let Value::Module(root) = el.instantiate(r, call_args, loss.value.span) else {
+        return; // reported with the model
+    };
+    el.register_tree(root);
+    let before = el.diags.len();
+    let mut ctx = Ctx::new(prog.root, None, true);
+    ctx.bind("model", Value::Module(root));
+    for (name, ty) in &fields {
+        let node = el.graph.add_input(name, ty.clone(), Some(data.name.span));
+        ctx.bind(name, Value::Tensor(node));
+    }
+    let v = el.eval(&loss.value, &mut ctx);
+    let sig_text: Vec<String> = sig.iter().map(ToString::to_string).collect();
+    let label = format!("batches of `{}`: {}", data.name.name, sig_text.join(", "));
+    for d in &mut el.diags[before..] {
+        d.labels.push(crate::diag::Label { span: data.name.span, text: label.clone(), primary: false });
+    }
+    if let Value::Tensor(n) = v {
+        let ty = el.graph.ty(n).clone();
+        if ty.dtype != crate::ir::DType::F32 || ty.numel() != 1 {
+            el.diags.push(
+                Diagnostic::error("E0701", format!("the loss must be an f32 scalar, found {ty}"))
+                    .at(loss.value.span, format!("this is {ty}"))
+                    .with_help("reduce it, e.g. with `mean(...)` or `sum(...)`; the standard losses already return a scalar"),
+            );
+        }
+    } else if !v.is_poison() && el.diags.len() == before {
+        el.diags.push(
+            Diagnostic::error("E0701", format!("the loss must be an f32 scalar tensor, found {}", v.kind()))
+                .at(loss.value.span, "not a tensor"),
+        );
+    }
+    diags.append(&mut el.diags);
 }

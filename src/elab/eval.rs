@@ -77,7 +77,7 @@ impl Ctx {
         self.locals.iter().rev().find(|(n, _)| &**n == name).map(|(_, v)| v)
     }
 
-    fn bind(&mut self, name: &str, v: Value) {
+    pub fn bind(&mut self, name: &str, v: Value) {
         self.locals.push((Rc::from(name), v));
     }
 }
@@ -973,7 +973,7 @@ impl<'p> Elaborator<'p> {
     }
 
     /// Creates a module instance and evaluates its members.
-    fn instantiate(&mut self, r: ItemRef, args: Vec<ArgVal>, span: Span) -> Value {
+    pub(super) fn instantiate(&mut self, r: ItemRef, args: Vec<ArgVal>, span: Span) -> Value {
         let Item::Module(decl) = self.prog.item(r) else { return Value::Poison };
         if !self.spend_call(span) {
             return Value::Poison;
