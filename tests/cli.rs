@@ -78,3 +78,72 @@ fn bad_option_values_are_usage_errors() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("E0109"), "{err}");
 }
+
+#[test]
+fn build_reports_kernels_and_compile_time() {
+    let (code, out, err) = modelc(&["build", "models/austen_lm.model", "--dim", "B=1", "--dim", "T=8"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("matmul+epilogue"), "matmul epilogues are fused:\n{out}");
+    assert!(out.contains("compile time:") && out.contains("codegen"), "{out}");
+}
+
+#[test]
+fn run_jit_and_reference_agree_and_bad_inputs_are_named() {
+    use modelc::runtime::checkpoint::{read_tensors, write_tensors};
+    use modelc::tensor::Tensor;
+    let dir = std::env::temp_dir().join(format!("modelc-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("in.safetensors");
+    let x =
+        Tensor::F32(ndarray::ArrayD::from_shape_fn(vec![3, 64], |i| (i[0] * 64 + i[1]) as f32 / 100.0 - 1.0));
+    write_tensors(&input, &[("x".to_string(), &x)]).expect("input written");
+    let mut outs = Vec::new();
+    for backend in ["jit", "reference"] {
+        let out = dir.join(format!("{backend}.safetensors"));
+        let (code, _, err) = modelc(&[
+            "run",
+            "models/digits_mlp.model",
+            "--input",
+            input.to_str().expect("utf-8 path"),
+            "--output",
+            out.to_str().expect("utf-8 path"),
+            "--backend",
+            backend,
+            "--seed",
+            "3",
+        ]);
+        assert_eq!(code, 0, "{backend}: {err}");
+        let ty = modelc::ir::TensorType::f32(vec![3, 10]);
+        outs.push(
+            read_tensors(&out, &[("out".to_string(), ty)], "output").expect("output readable").remove(0),
+        );
+    }
+    let (a, b) = (outs[0].as_f32().expect("f32"), outs[1].as_f32().expect("f32"));
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "jit {x} vs reference {y}");
+    }
+    // A tensor of the wrong name or shape is an error naming it.
+    let bad = dir.join("bad.safetensors");
+    let y = Tensor::F32(ndarray::ArrayD::zeros(vec![3, 65]));
+    write_tensors(&bad, &[("x".to_string(), &y)]).expect("written");
+    let (code, _, err) = modelc(&[
+        "run",
+        "models/digits_mlp.model",
+        "--input",
+        bad.to_str().expect("utf-8"),
+        "--dim",
+        "B=3",
+        "--output",
+        dir.join("o.safetensors").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("input `x`") && err.contains("[3, 65]") && err.contains("f32[3, 64]"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn data_runs_the_digits_pipeline() {
+    let (code, out, err) = modelc(&["data", "models/digits_data.model"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dedup") && out.contains("train"), "{out}");
+}
