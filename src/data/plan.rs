@@ -380,6 +380,38 @@ impl DataPlan {
         count
     }
 
+    /// The feature count of CSV sources whose feature columns are patterns (`px*`), found by
+    /// reading only the header line of each file; `None` when a file cannot be read (or is
+    /// compressed or a glob), or the sources disagree. `check` uses it to type-check train
+    /// blocks against the model; lowering itself reads no files.
+    pub fn feature_count_from_headers(&self) -> Option<usize> {
+        use std::io::BufRead;
+        let mut count = None;
+        for s in &self.sources {
+            let SourceFormat::Csv { path, label, features, id } = &s.format else { return None };
+            let name = path.to_string_lossy();
+            if features.is_empty() || name.contains(['*', '?']) || name.ends_with(".gz") {
+                return None;
+            }
+            let file = std::fs::File::open(path).ok()?;
+            let mut header = String::new();
+            std::io::BufReader::new(file).read_line(&mut header).ok()?;
+            let n = header
+                .trim_end()
+                .split(',')
+                .map(|c| c.trim().trim_matches('"'))
+                .filter(|c| Some(*c) != label.as_deref() && Some(*c) != id.as_deref())
+                .filter(|c| features.iter().any(|p| crate::data::glob_match(p, c)))
+                .count();
+            match count {
+                None => count = Some(n),
+                Some(m) if m != n => return None,
+                Some(_) => {}
+            }
+        }
+        count
+    }
+
     /// Whether records carry a class label (`y` in batches).
     pub fn has_labels(&self) -> bool {
         self.sources.iter().all(|s| match &s.format {

@@ -179,8 +179,9 @@ fn check_train(prog: &Program, t: &ConfigBlock, opts: &ElabOptions, diags: &mut 
 /// Type-checks a train block's `loss:` against its data: the batch fields (`x`, `y`, ...) with
 /// the shapes and dtypes the data block declares are passed through the loss expression,
 /// which calls the model; a mismatch is reported at the loss expression and the model's
-/// signature, with the data block's batch signature as a label. Fields whose sizes are known
-/// only after reading the files (CSV feature counts) are not checked here.
+/// signature, with the data block's batch signature as a label. CSV feature counts given by
+/// column patterns come from the files' header lines; other sizes known only after reading the
+/// data (images without a declared shape) leave the train block unchecked here.
 fn check_loss_against_data(
     prog: &Program,
     t: &ConfigBlock,
@@ -196,7 +197,17 @@ fn check_loss_against_data(
     else {
         return; // the data block's own diagnostics are reported by its check
     };
-    let sig = plan.batch_signature();
+    let mut sig = plan.batch_signature();
+    // A feature count given by a column pattern is read from the CSV header lines.
+    if let Some(n) = plan.feature_count_from_headers() {
+        for f in &mut sig {
+            for d in &mut f.dims {
+                if matches!(d, DimSig::Symbol("F")) {
+                    *d = DimSig::Fixed(n);
+                }
+            }
+        }
+    }
     let mut fields = Vec::new();
     for f in &sig {
         let mut shape = Vec::new();
