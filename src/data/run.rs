@@ -110,10 +110,22 @@ impl Runner<'_> {
         }
         let seconds = started.elapsed().as_secs_f64();
         if self.opts.progress {
-            eprintln!(
-                "data {}: {step}: {records_in} -> {records_out} records ({seconds:.2}s)",
-                self.plan.name
+            // One line redrawn per step: a bar over the pipeline's steps (read, validate,
+            // clean, each dedup, split, shape), ended with a newline after the last one.
+            let plan = self.plan;
+            let total = 4 + usize::from(!plan.clean.is_empty()) + plan.dedup.len();
+            let done = (self.report.steps.len() + 1).min(total);
+            let width = 20;
+            let filled = done * width / total;
+            eprint!(
+                "\r\x1b[2Kdata {} [{}{}] {done}/{total} {step}: {records_in} -> {records_out} records ({seconds:.2}s)",
+                plan.name,
+                "#".repeat(filled),
+                ".".repeat(width - filled),
             );
+            if done == total {
+                eprintln!();
+            }
         }
         self.report.steps.push(StepReport {
             step: step.into(),
