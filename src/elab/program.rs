@@ -203,8 +203,12 @@ impl Loader {
                         Some(self.add_file(SourceFile::new(name, Some(full), text), Some(from)))
                     }
                     Err(e) => {
+                        // Named as the using file names it, so messages do not depend on where
+                        // the project was checked out.
+                        let from_name = self.sources.get(from).name.clone();
+                        let shown = lexical_join(Path::new(&from_name).parent(), path);
                         self.diags.push(
-                            Diagnostic::error("E0105", format!("cannot read `{}`: {e}", full.display()))
+                            Diagnostic::error("E0105", format!("cannot read `{shown}`: {e}"))
                                 .at(*span, "used here")
                                 .with_help("paths in `use` are relative to the file that contains the `use`"),
                         );
