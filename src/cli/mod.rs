@@ -106,7 +106,6 @@ pub fn pick_model(prog: &Program, name: Option<&str>) -> Result<String, String> 
 pub fn dims_from_inputs(
     prog: &Program,
     model: &str,
-    _args: &[(String, Value)],
     input: &Path,
     opts: &mut ElabOptions,
 ) -> Result<(), String> {

@@ -57,7 +57,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         Err(e) => return super::usage_error(&e),
     };
     // Symbolic dimensions not given on the command line come from the input file's shapes.
-    if let Err(e) = super::dims_from_inputs(&prog, &name, &args, &a.input, &mut opts) {
+    if let Err(e) = super::dims_from_inputs(&prog, &name, &a.input, &mut opts) {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }

@@ -234,7 +234,7 @@ impl<'p> Elaborator<'p> {
                             Some("move the computation into `fn forward` (or another method)".into()),
                         ));
                     }
-                    return Some(Value::Tensor(self.param_node(id, slot, span)));
+                    return Some(Value::Tensor(self.param_node(id, slot)));
                 }
                 None => {}
             }
@@ -289,11 +289,8 @@ impl<'p> Elaborator<'p> {
 
     fn unknown_name(&mut self, ctx: &Ctx, name: &str, span: Span) -> Value {
         let mut help = None;
-        let in_stdlib = super::program::STDLIB.iter().find(|(lib, text)| {
-            text.contains(&format!("module {name}(")) || text.contains(&format!("fn {name}(")) || {
-                let _ = lib;
-                false
-            }
+        let in_stdlib = super::program::STDLIB.iter().find(|(_, text)| {
+            text.contains(&format!("module {name}(")) || text.contains(&format!("fn {name}("))
         });
         if let Some((lib, _)) = in_stdlib {
             help =
@@ -306,7 +303,7 @@ impl<'p> Elaborator<'p> {
 
     // ----- parameters -----
 
-    fn param_node(&mut self, id: InstId, slot: usize, span: Span) -> NodeId {
+    fn param_node(&mut self, id: InstId, slot: usize) -> NodeId {
         if let Some(&n) = self.param_nodes.get(&(id, slot)) {
             return n;
         }
@@ -325,7 +322,6 @@ impl<'p> Elaborator<'p> {
                 };
                 let i = self.graph.add_param(info);
                 self.param_index.insert((id, slot), i);
-                let _ = span;
                 i
             }
         };
@@ -434,7 +430,7 @@ impl<'p> Elaborator<'p> {
             ExprKind::Call { callee, args } => self.eval_call(callee, args, e.span, ctx),
             ExprKind::Field { base, name } => {
                 let b = self.eval(base, ctx);
-                self.field(b, name, e.span)
+                self.field(b, name)
             }
             ExprKind::Index { base, items } => {
                 let b = self.eval(base, ctx);
@@ -772,7 +768,7 @@ impl<'p> Elaborator<'p> {
         }
     }
 
-    fn field(&mut self, b: Value, name: &ast::Ident, span: Span) -> Value {
+    fn field(&mut self, b: Value, name: &ast::Ident) -> Value {
         match b {
             Value::Poison => Value::Poison,
             Value::Module(id) => {
@@ -780,7 +776,7 @@ impl<'p> Elaborator<'p> {
                 if let Some(m) = inst.lookup(&name.name).cloned() {
                     return match m {
                         Member::Value(v) => v,
-                        Member::Param(slot) => Value::Tensor(self.param_node(id, slot, span)),
+                        Member::Param(slot) => Value::Tensor(self.param_node(id, slot)),
                     };
                 }
                 if inst.method(&name.name).is_some() {
@@ -1703,7 +1699,6 @@ impl<'p> Elaborator<'p> {
     ) -> String {
         let mut written = Vec::new();
         let mut values = Vec::new();
-        let mut i = 0;
         for d in dims {
             match d {
                 DimExpr::Ellipsis(s) => {
@@ -1715,7 +1710,6 @@ impl<'p> Elaborator<'p> {
                 DimExpr::Wildcard(_) => {
                     written.push("_".into());
                     values.push("_".into());
-                    i += 1;
                 }
                 DimExpr::Expr(e) => {
                     written.push(self.prog.sources.get(e.span.file).snippet(e.span).to_string());
@@ -1731,11 +1725,9 @@ impl<'p> Elaborator<'p> {
                         Value::Int(x) => x.to_string(),
                         _ => "?".into(),
                     });
-                    i += 1;
                 }
             }
         }
-        let _ = i;
         let w = format!("[{}]", written.join(", "));
         let v = format!("[{}]", values.join(", "));
         if w == v { w } else { format!("{w} = {v}") }
