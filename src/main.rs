@@ -33,6 +33,14 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Run a data pipeline alone and report what each step did.
     Data(cli::data::DataArgs),
+    /// Train a model as a `train` block describes: data, loss, optimizer, schedule, checkpoints.
+    Train(cli::train::TrainArgs),
+    /// Compute a train block's loss and metrics with a checkpoint's parameters.
+    Eval(cli::train::EvalArgs),
+    /// Classify the rows of a split with a trained checkpoint.
+    Predict(cli::train::PredictArgs),
+    /// Continue a text prompt with a trained character-level language model.
+    Generate(cli::train::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +52,9 @@ fn main() -> ExitCode {
         Command::Build(args) => cli::build::run(&args),
         Command::Run(args) => cli::run::run(&args),
         Command::Data(args) => cli::data::run(&args),
+        Command::Train(args) => cli::train::run(&args),
+        Command::Eval(args) => cli::train::eval(&args),
+        Command::Predict(args) => cli::train::predict(&args),
+        Command::Generate(args) => cli::train::generate(&args),
     }
 }

@@ -7,6 +7,7 @@ pub mod data;
 pub mod ir;
 pub mod run;
 pub mod summary;
+pub mod train;
 
 use modelc::diag::{Diagnostic, RenderOptions, render};
 use modelc::elab::value::Value;

@@ -2,6 +2,7 @@
 //! references of `train` and `sweep` blocks.
 
 use super::eval::{Ctx, ElabOptions, Elaborator, elaborate_model, elaborate_model_at};
+use super::objective::{ObjectiveExpr, elaborate_objective};
 use super::program::Program;
 use super::value::Value;
 use crate::diag::Diagnostic;
@@ -88,6 +89,7 @@ pub fn train_model_call(t: &ConfigBlock) -> Option<ModelCall<'_>> {
 }
 
 fn check_train(prog: &Program, t: &ConfigBlock, opts: &ElabOptions, diags: &mut Vec<Diagnostic>) {
+    diags.extend(crate::train::spec::check_train_settings(prog, t));
     let mut data_block: Option<&ConfigBlock> = None;
     match t.entries.iter().find(|e| e.key_path() == "data") {
         Some(e) => match &e.value.kind {
@@ -147,7 +149,7 @@ fn check_train(prog: &Program, t: &ConfigBlock, opts: &ElabOptions, diags: &mut 
         }
     }
     if let Some(d) = data_block {
-        check_loss_against_data(prog, t, d, &name, &args, diags);
+        check_loss_against_data(prog, t, d, &name, diags);
     }
     if args.is_empty() {
         return; // the defaults were checked with the model itself
@@ -187,7 +189,6 @@ fn check_loss_against_data(
     t: &ConfigBlock,
     data: &ConfigBlock,
     model: &str,
-    args: &[(Option<String>, &Expr)],
     diags: &mut Vec<Diagnostic>,
 ) {
     use crate::data::plan::DimSig;
@@ -220,49 +221,11 @@ fn check_loss_against_data(
         fields.push((f.name.clone(), crate::ir::TensorType::new(f.dtype, shape)));
     }
     let Some((_, Item::Module(_))) = prog.find_root_item(model) else { return };
-    let Some(r) = prog.resolve(prog.root, model) else { return };
-    let mut el = Elaborator::new(prog, true);
-    let mut ctx = Ctx::new(prog.root, None, false);
-    let mut call_args = Vec::new();
-    for (n, x) in args {
-        let v = el.eval(x, &mut ctx);
-        call_args.push(super::eval::ArgVal {
-            name: n.as_ref().map(|n| crate::syntax::ast::Ident { name: n.clone(), span: x.span }),
-            value: v,
-            span: x.span,
-        });
-    }
-    let Value::Module(root) = el.instantiate(r, call_args, loss.value.span) else {
-        return; // reported with the model
-    };
-    el.register_tree(root);
-    let before = el.diags.len();
-    let mut ctx = Ctx::new(prog.root, None, true);
-    ctx.bind("model", Value::Module(root));
-    for (name, ty) in &fields {
-        let node = el.graph.add_input(name, ty.clone(), Some(data.name.span));
-        ctx.bind(name, Value::Tensor(node));
-    }
-    let v = el.eval(&loss.value, &mut ctx);
     let sig_text: Vec<String> = sig.iter().map(ToString::to_string).collect();
     let label = format!("batches of `{}`: {}", data.name.name, sig_text.join(", "));
-    for d in &mut el.diags[before..] {
-        d.labels.push(crate::diag::Label { span: data.name.span, text: label.clone(), primary: false });
+    let exprs = [ObjectiveExpr { what: "loss".into(), expr: &loss.value, scalar: true }];
+    match elaborate_objective(prog, t, &fields, &exprs, true, Some((data.name.span, label))) {
+        Ok(o) => diags.extend(o.warnings),
+        Err(ds) => diags.extend(ds),
     }
-    if let Value::Tensor(n) = v {
-        let ty = el.graph.ty(n).clone();
-        if ty.dtype != crate::ir::DType::F32 || ty.numel() != 1 {
-            el.diags.push(
-                Diagnostic::error("E0701", format!("the loss must be an f32 scalar, found {ty}"))
-                    .at(loss.value.span, format!("this is {ty}"))
-                    .with_help("reduce it, e.g. with `mean(...)` or `sum(...)`; the standard losses already return a scalar"),
-            );
-        }
-    } else if !v.is_poison() && el.diags.len() == before {
-        el.diags.push(
-            Diagnostic::error("E0701", format!("the loss must be an f32 scalar tensor, found {}", v.kind()))
-                .at(loss.value.span, "not a tensor"),
-        );
-    }
-    diags.append(&mut el.diags);
 }

@@ -10,6 +10,7 @@
 mod builtins;
 mod check;
 mod eval;
+pub mod objective;
 mod program;
 mod summary;
 mod tensor_ops;
@@ -18,5 +19,6 @@ pub mod value;
 pub use check::check_program;
 pub use check::train_model_call;
 pub use eval::{ElabOptions, Elaborated, InstanceInfo, elaborate_model, elaborate_model_at};
+pub use objective::{ConstEvaluator, closest_name};
 pub use program::{Program, STDLIB};
 pub use summary::{SummaryRow, summarize};
