@@ -64,10 +64,13 @@ fn check_dir(dir: &str, coords: usize) -> usize {
         let prog = Program::load(&path);
         for (_, m) in prog.models() {
             let name = format!("{case}:{}", m.name.name);
-            let e = elaborate_model(&prog, &m.name.name, &[], &opts).unwrap_or_else(|d| panic!("{name}: {d:?}"));
+            let t0 = std::time::Instant::now();
+            let e =
+                elaborate_model(&prog, &m.name.name, &[], &opts).unwrap_or_else(|d| panic!("{name}: {d:?}"));
             let g = e.graph;
             let outs: Vec<_> = g.outputs.iter().map(|o| o.node).collect();
-            let mut wrt: Vec<Leaf> = (0..g.params.len()).filter(|&i| g.params[i].trainable).map(Leaf::Param).collect();
+            let mut wrt: Vec<Leaf> =
+                (0..g.params.len()).filter(|&i| g.params[i].trainable).map(Leaf::Param).collect();
             wrt.extend((0..g.inputs.len()).filter(|&i| g.inputs[i].ty.dtype == DType::F32).map(Leaf::Input));
             let gc = grad_case(&name, g, &outs, wrt);
             let mut rng = jit_support::rng_for(&name, 0);
@@ -78,10 +81,13 @@ fn check_dir(dir: &str, coords: usize) -> usize {
             worst_fd = worst_fd.max(fd);
             worst_jit = worst_jit.max(jit);
             checked += n;
+            eprintln!("{name}: fd {fd:.2e} jit {jit:.2e} ({n} coords) {:?}", t0.elapsed());
             count += 1;
         }
     }
-    eprintln!("{dir}: {count} models, {checked} coordinates; worst fd error {worst_fd:.3e}, worst jit error {worst_jit:.3e}");
+    eprintln!(
+        "{dir}: {count} models, {checked} coordinates; worst fd error {worst_fd:.3e}, worst jit error {worst_jit:.3e}"
+    );
     count
 }
 
@@ -93,6 +99,6 @@ fn stdlib_module_gradients() {
 
 #[test]
 fn example_model_gradients() {
-    let n = check_dir("models", 4);
+    let n = check_dir("models", 3);
     assert!(n >= 4, "only {n} example models");
 }

@@ -91,8 +91,12 @@ fn seeded(name: &str) -> ChaCha8Rng {
 /// checks both against finite differences and the JIT.
 fn run_case(c: &Case) -> (f64, f64) {
     let mut g = Graph::new(c.name.clone());
-    let xs: Vec<NodeId> =
-        c.inputs.iter().enumerate().map(|(i, (ty, _))| g.add_input(&format!("x{i}"), ty.clone(), None)).collect();
+    let xs: Vec<NodeId> = c
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (ty, _))| g.add_input(&format!("x{i}"), ty.clone(), None))
+        .collect();
     let y = (c.build)(&mut g, &xs);
     label_nodes(&mut g);
     let wrt: Vec<Leaf> = c
@@ -325,7 +329,8 @@ fn cases() -> Vec<Case> {
     ));
     // Matmul: every transpose combination, unbatched and batched.
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        for (batch, m, k, n) in [(vec![], 3usize, 5usize, 17usize), (vec![], 1, 3, 1), (vec![3], 5, 1, 3), (vec![1, 3], 3, 5, 1)]
+        for (batch, m, k, n) in
+            [(vec![], 3usize, 5usize, 17usize), (vec![], 1, 3, 1), (vec![3], 5, 1, 3), (vec![1, 3], 3, 5, 1)]
         {
             let mut sa = batch.clone();
             sa.extend(if ta { [k, m] } else { [m, k] });
@@ -520,8 +525,12 @@ fn the_cases_cover_every_op() {
     let mut seen = std::collections::BTreeSet::new();
     for c in cases() {
         let mut g = Graph::new("cover");
-        let xs: Vec<NodeId> =
-            c.inputs.iter().enumerate().map(|(i, (ty, _))| g.add_input(&format!("x{i}"), ty.clone(), None)).collect();
+        let xs: Vec<NodeId> = c
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (ty, _))| g.add_input(&format!("x{i}"), ty.clone(), None))
+            .collect();
         (c.build)(&mut g, &xs);
         for n in g.node_ids() {
             seen.insert(g.node(n).op.name());
@@ -637,7 +646,8 @@ fn vjp_sums_seeds() {
     let mut rng = seeded("vjp");
     let inputs: Vec<Tensor> = g.inputs.iter().map(|i| uniform(&i.ty, -2.0, 2.0, &mut rng)).collect();
     let got = &run_grads(&g, &inputs)[0];
-    let (xv, c1v, c2v) = (inputs[0].as_f32().unwrap(), inputs[1].as_f32().unwrap(), inputs[2].as_f32().unwrap());
+    let (xv, c1v, c2v) =
+        (inputs[0].as_f32().unwrap(), inputs[1].as_f32().unwrap(), inputs[2].as_f32().unwrap());
     for i in 0..3 {
         for j in 0..5 {
             let want = (2.0 * c1v[[i, j]] as f64 + c2v[[j]] as f64) * (xv[[i, j]] as f64).cos();
@@ -686,7 +696,8 @@ fn backward_nodes_have_forward_spans() {
     assert_eq!(g.current_span, sp(99), "current span restored");
     // exp's rule multiplies by exp's own node; sin's rule takes cos(e).
     let new: Vec<NodeId> = (forward..g.len()).map(|i| NodeId(i as u32)).collect();
-    let uses_e = new.iter().filter(|&&n| g.node(n).op == Op::Binary(BinaryOp::Mul) && g.node(n).args.contains(&e));
+    let uses_e =
+        new.iter().filter(|&&n| g.node(n).op == Op::Binary(BinaryOp::Mul) && g.node(n).args.contains(&e));
     let uses_e: Vec<_> = uses_e.collect();
     assert_eq!(uses_e.len(), 1, "the exp rule reuses the forward value");
     assert_eq!(g.span(*uses_e[0]), sp(1));

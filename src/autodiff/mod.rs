@@ -85,7 +85,10 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
             }
         }
         if g.dtype(out) != DType::F32 {
-            return fail(format!("cannot differentiate {out} of type {}: only f32 values have gradients", g.ty(out)));
+            return fail(format!(
+                "cannot differentiate {out} of type {}: only f32 values have gradients",
+                g.ty(out)
+            ));
         }
         if g.ty(cot) != g.ty(out) {
             return fail(format!("cotangent {cot} has type {} but output {out} is {}", g.ty(cot), g.ty(out)));
@@ -96,7 +99,10 @@ pub fn vjp(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<
             return fail(format!("wrt node {w} is not a node of graph `{}`", g.name));
         }
         if g.dtype(w) != DType::F32 {
-            return fail(format!("cannot differentiate with respect to {w} of type {}: only f32 values have gradients", g.ty(w)));
+            return fail(format!(
+                "cannot differentiate with respect to {w} of type {}: only f32 values have gradients",
+                g.ty(w)
+            ));
         }
     }
 
@@ -269,14 +275,23 @@ fn winner_split(
 
 /// The contributions `(argument position, gradient)` of node `n` with cotangent `gy` to its
 /// active arguments. Exhaustive over ops: no catch-all arm.
-fn rule(g: &mut Graph, n: NodeId, gy: NodeId, active: &[bool]) -> Result<Vec<(NodeId, NodeId)>, AutodiffError> {
+fn rule(
+    g: &mut Graph,
+    n: NodeId,
+    gy: NodeId,
+    active: &[bool],
+) -> Result<Vec<(NodeId, NodeId)>, AutodiffError> {
     let node = g.node(n).clone();
     let args = node.args.clone();
     let want: Vec<bool> = args.iter().map(|a| active[a.index()]).collect();
     let x = args.first().copied().unwrap_or(n);
     let mut out: Vec<(usize, NodeId)> = Vec::new();
     match &node.op {
-        Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::Iota { .. } | Op::RandomUniform { .. } => {}
+        Op::Input { .. }
+        | Op::Param { .. }
+        | Op::Const { .. }
+        | Op::Iota { .. }
+        | Op::RandomUniform { .. } => {}
         Op::Unary(u) => {
             if want[0] {
                 let d = match u {
@@ -517,8 +532,7 @@ fn rule(g: &mut Graph, n: NodeId, gy: NodeId, active: &[bool]) -> Result<Vec<(No
             if want[0] {
                 let xs = g.shape(x).to_vec();
                 let ys = g.shape(n).to_vec();
-                let axes: Vec<u32> =
-                    (0..xs.len()).filter(|&i| xs[i] != ys[i]).map(|i| i as u32).collect();
+                let axes: Vec<u32> = (0..xs.len()).filter(|&i| xs[i] != ys[i]).map(|i| i as u32).collect();
                 let d = if axes.is_empty() { gy } else { g.reduce(ReduceOp::Sum, gy, axes) };
                 out.push((0, g.reshape(d, xs)));
             }
@@ -532,7 +546,11 @@ fn rule(g: &mut Graph, n: NodeId, gy: NodeId, active: &[bool]) -> Result<Vec<(No
                     splat(g, 0.0, x)
                 } else {
                     let last = start + (m - 1) * step;
-                    g.add(Op::Pad { axis: *axis, lo: *start, hi: size - last - 1, interior: step - 1 }, &[gy], None)
+                    g.add(
+                        Op::Pad { axis: *axis, lo: *start, hi: size - last - 1, interior: step - 1 },
+                        &[gy],
+                        None,
+                    )
                 };
                 out.push((0, d));
             }
@@ -560,7 +578,11 @@ fn rule(g: &mut Graph, n: NodeId, gy: NodeId, active: &[bool]) -> Result<Vec<(No
                     let d = if args.len() == 1 {
                         gy
                     } else {
-                        g.add(Op::Slice { axis: *axis, start: offset, end: offset + size, step: 1 }, &[gy], None)
+                        g.add(
+                            Op::Slice { axis: *axis, start: offset, end: offset + size, step: 1 },
+                            &[gy],
+                            None,
+                        )
                     };
                     out.push((i, d));
                 }

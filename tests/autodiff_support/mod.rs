@@ -111,8 +111,11 @@ pub fn grad_case(name: &str, mut g: Graph, outs: &[NodeId], wrt: Vec<Leaf>) -> G
 }
 
 pub fn to_f64(g: &Graph, ts: &[Tensor], params: bool) -> Vec<Value<f64>> {
-    let tys: Vec<DType> =
-        if params { g.params.iter().map(|p| p.ty.dtype).collect() } else { g.inputs.iter().map(|i| i.ty.dtype).collect() };
+    let tys: Vec<DType> = if params {
+        g.params.iter().map(|p| p.ty.dtype).collect()
+    } else {
+        g.inputs.iter().map(|i| i.ty.dtype).collect()
+    };
     ts.iter().zip(tys).map(|(t, d)| Value::from_tensor(t, d).expect("valid tensor")).collect()
 }
 
@@ -191,13 +194,17 @@ pub fn check_jit(case: &GradCase, inputs: &[Tensor], params: &[Tensor]) -> f64 {
     let optimized = run_pipeline(g.clone(), &PipelineOptions::default());
     let mut worst = 0f32;
     for threads in [1, 2] {
-        let opts = ExecOptions { threads: Some(threads), parallel_min_work: Some(1), ..ExecOptions::default() };
-        let mut exe = Executable::new(&optimized, &opts).unwrap_or_else(|e| panic!("{}: build: {e}", case.name));
+        let opts =
+            ExecOptions { threads: Some(threads), parallel_min_work: Some(1), ..ExecOptions::default() };
+        let mut exe =
+            Executable::new(&optimized, &opts).unwrap_or_else(|e| panic!("{}: build: {e}", case.name));
         exe.set_params(params).expect("params fit");
         exe.poison_buffers();
         let got = exe.run(inputs).unwrap_or_else(|e| panic!("{}: run: {e}", case.name));
         for ((name, want), got) in reference.outputs.iter().zip(&got) {
-            let (Tensor::F32(w), Tensor::F32(gt)) = (want, got) else { panic!("{}: gradient not f32", case.name) };
+            let (Tensor::F32(w), Tensor::F32(gt)) = (want, got) else {
+                panic!("{}: gradient not f32", case.name)
+            };
             assert_eq!(w.shape(), gt.shape(), "{}: {name} shape", case.name);
             let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
             for (i, (a, b)) in w.iter().zip(gt.iter()).enumerate() {
