@@ -71,6 +71,16 @@ fn ir_prints_the_graph_with_args_and_dims() {
 }
 
 #[test]
+fn ir_grad_outputs_a_gradient_per_trainable_parameter() {
+    let (code, out, err) = modelc(&["ir", "tests/ui/ir/mlp.model", "--grad", "--optimized"]);
+    assert_eq!(code, 0, "{err}");
+    for p in ["net.layers.0.weight", "net.layers.0.bias", "net.layers.1.weight", "net.layers.1.bias"] {
+        assert!(out.contains(&format!("output grad.{p} = ")), "{p}:\n{out}");
+    }
+    assert!(out.contains("matmul[ta]"), "{out}");
+}
+
+#[test]
 fn bad_option_values_are_usage_errors() {
     let (code, _, err) = modelc(&["ir", "models/austen_lm.model", "--dim", "T=minus"]);
     assert_eq!(code, 2, "{err}");

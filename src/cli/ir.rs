@@ -1,8 +1,9 @@
-//! `modelc ir FILE [--model NAME] [--arg k=v]... [--dim N=v]...`: the graph IR text.
+//! `modelc ir FILE [--model NAME] [--arg k=v]... [--dim N=v]... [--grad]`: the graph IR text.
 
 use clap::Args;
+use modelc::autodiff::grad;
 use modelc::elab::elaborate_model;
-use modelc::ir::print_graph;
+use modelc::ir::{BinaryOp, DType, Graph, NodeId, Op, ReduceOp, print_graph};
 use modelc::passes::{PipelineOptions, run_pipeline, run_until};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ pub struct IrArgs {
     /// Print the graph after the whole optimisation pipeline.
     #[arg(long, conflicts_with = "after")]
     pub optimized: bool,
+    /// Append the backward pass: the outputs become the gradients of the sum of every element
+    /// of every f32 output with respect to each trainable parameter (`grad.<path>`).
+    #[arg(long)]
+    pub grad: bool,
     /// What to print: the graph (`graph`) or the fused kernel list after the pipeline
     /// (`kernels`).
     #[arg(long, default_value = "graph", value_parser = ["graph", "kernels"])]
@@ -50,15 +55,22 @@ pub fn run(a: &IrArgs) -> ExitCode {
         Ok(e) => {
             super::report(&prog, &e.warnings);
             let popts = PipelineOptions::default();
+            let mut graph = e.graph;
+            if a.grad {
+                match with_gradients(&mut graph) {
+                    Ok(()) => {}
+                    Err(err) => return super::usage_error(&err),
+                }
+            }
             let graph = if let Some(pass) = &a.after {
-                match run_until(e.graph, pass, &popts) {
+                match run_until(graph, pass, &popts) {
                     Ok(g) => g,
                     Err(err) => return super::usage_error(&err.to_string()),
                 }
             } else if a.optimized {
-                run_pipeline(e.graph, &popts)
+                run_pipeline(graph, &popts)
             } else {
-                e.graph
+                graph
             };
             if a.stage == "kernels" {
                 let graph =
@@ -74,4 +86,40 @@ pub fn run(a: &IrArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Replaces the outputs of `g` by the gradients of the sum of all its f32 outputs' elements
+/// with respect to every trainable parameter.
+fn with_gradients(g: &mut Graph) -> Result<(), String> {
+    let mut loss = None;
+    for o in g.outputs.clone() {
+        if g.dtype(o.node) != DType::F32 {
+            continue;
+        }
+        g.current_span = g.span(o.node);
+        let rank = g.ty(o.node).rank() as u32;
+        let s = if rank == 0 { o.node } else { g.reduce(ReduceOp::Sum, o.node, (0..rank).collect()) };
+        let s = g.reshape(s, vec![]);
+        loss = Some(match loss {
+            None => s,
+            Some(l) => g.binary(BinaryOp::Add, l, s),
+        });
+    }
+    let loss = loss.ok_or("--grad needs a model with an f32 output")?;
+    let trainable: Vec<u32> =
+        (0..g.params.len() as u32).filter(|&i| g.params[i as usize].trainable).collect();
+    let nodes: Vec<NodeId> = trainable
+        .iter()
+        .map(|&i| {
+            g.node_ids().find(|&n| g.node(n).op == Op::Param { index: i }).unwrap_or_else(|| g.param_node(i))
+        })
+        .collect();
+    let grads = grad(g, loss, &nodes).map_err(|e| e.to_string())?;
+    g.outputs.clear();
+    g.updates.clear();
+    for (&i, d) in trainable.iter().zip(grads) {
+        let name = format!("grad.{}", g.params[i as usize].path);
+        g.add_output(&name, d);
+    }
+    Ok(())
 }
