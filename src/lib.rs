@@ -33,6 +33,7 @@
 
 mod api;
 pub mod autodiff;
+pub mod bench;
 pub mod data;
 pub mod diag;
 pub mod elab;

@@ -41,6 +41,8 @@ enum Command {
     Predict(cli::train::PredictArgs),
     /// Continue a text prompt with a trained character-level language model.
     Generate(cli::train::GenerateArgs),
+    /// Time compiling and running a training step (train block) or a forward pass (model).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,5 +58,6 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::train::eval(&args),
         Command::Predict(args) => cli::train::predict(&args),
         Command::Generate(args) => cli::train::generate(&args),
+        Command::Bench(args) => cli::bench::run(&args),
     }
 }

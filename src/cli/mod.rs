@@ -1,6 +1,7 @@
 //! Subcommands of the `modelc` binary and what they share: loading a program, parsing
 //! `--arg`/`--dim` values, printing diagnostics.
 
+pub mod bench;
 pub mod build;
 pub mod check;
 pub mod data;

@@ -269,6 +269,21 @@ impl Executable {
         }
     }
 
+    /// Runs the kernels `iters` times on the buffers as they are (inputs from the last `run`,
+    /// no updates applied), timing each kernel separately; returns the total wall time of each
+    /// kernel, in `Schedule::kernels` order. For profiles (`modelc bench --profile`).
+    pub fn profile_kernels(&mut self, iters: usize) -> Vec<Duration> {
+        let mut total = vec![Duration::ZERO; self.steps.len()];
+        for _ in 0..iters {
+            for (t, step) in total.iter_mut().zip(&self.steps) {
+                let start = Instant::now();
+                run_step(&self.pool, step, self.parallel_min_work);
+                *t += start.elapsed();
+            }
+        }
+        total
+    }
+
     fn buffer_slice(&self, b: sched::BufferId) -> &[u32] {
         let buf = &self.schedule.buffers[b.0 as usize];
         match buf.role {
