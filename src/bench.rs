@@ -155,15 +155,14 @@ impl BenchResult {
                 .map(|(c, s, n)| serde_json::json!({"category": c, "ms": ms(*s), "kernels": n}))
                 .collect();
             obj["profile_categories"] = serde_json::Value::Array(cats);
-            let top: Vec<serde_json::Value> = p
+            let all: Vec<serde_json::Value> = p
                 .iter()
-                .take(20)
                 .map(|k| {
                     serde_json::json!({"kernel": k.index, "category": k.category, "ms": ms(k.seconds),
                         "flops": k.flops, "description": k.description})
                 })
                 .collect();
-            obj["profile_top"] = serde_json::Value::Array(top);
+            obj["profile_kernels"] = serde_json::Value::Array(all);
         }
         obj
     }
@@ -323,9 +322,10 @@ pub fn bench_train(prog: &Program, run: &str, opts: &BenchOptions) -> Result<Ben
     let t = Instant::now();
     let data = prepare_data(prog, &spec, false)?;
     let data_seconds = t.elapsed().as_secs_f64();
-    let batch = data.prepared.batches("train", 0).map_err(TrainError::Data)?.next().ok_or_else(|| {
-        TrainError::Runtime(format!("data `{}`: the training split is empty", spec.data))
-    })?;
+    let batch =
+        data.prepared.batches("train", 0).map_err(TrainError::Data)?.next().ok_or_else(|| {
+            TrainError::Runtime(format!("data `{}`: the training split is empty", spec.data))
+        })?;
     // the step graph for the size of this batch (the data block's batch size unless the split
     // is smaller than one batch)
     let fields: Vec<(String, TensorType)> = batch
@@ -392,19 +392,19 @@ pub fn bench_train(prog: &Program, run: &str, opts: &BenchOptions) -> Result<Ben
     })
 }
 
+/// Compile stages and their seconds, in order.
+type Stages = Vec<(&'static str, f64)>;
+
 /// Optimises and compiles `g`; returns the executable, the stages after elaboration and the
 /// node count after the passes.
-fn compile_graph(
-    g: Graph,
-    opts: &BenchOptions,
-    seed: u64,
-) -> Result<(Executable, Vec<(&'static str, f64)>, usize), String> {
+fn compile_graph(g: Graph, opts: &BenchOptions, seed: u64) -> Result<(Executable, Stages, usize), String> {
     let t = Instant::now();
     let optimized = run_pipeline(g, &PipelineOptions::default());
     let t_passes = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let exe = Executable::new(&optimized, &ExecOptions { threads: opts.threads, seed, parallel_min_work: None })
-        .map_err(|e| e.0)?;
+    let exe =
+        Executable::new(&optimized, &ExecOptions { threads: opts.threads, seed, parallel_min_work: None })
+            .map_err(|e| e.0)?;
     let t_new = t.elapsed().as_secs_f64();
     let st = exe.timings();
     let (s, c, f) = (st.schedule.as_secs_f64(), st.codegen.as_secs_f64(), st.finalize.as_secs_f64());
@@ -480,7 +480,8 @@ pub fn bench_model(
     let e = elaborate_model(prog, model, args, &eo).map_err(ModelBenchError::Compile)?;
     let t_elab = t.elapsed().as_secs_f64();
     let b = e.dims.iter().find(|(n, _)| n == "B").map_or(batch.unwrap_or(0), |(_, v)| *v as usize);
-    let (mut exe, mut compile, nodes) = compile_graph(e.graph, opts, opts.seed).map_err(ModelBenchError::Runtime)?;
+    let (mut exe, mut compile, nodes) =
+        compile_graph(e.graph, opts, opts.seed).map_err(ModelBenchError::Runtime)?;
     compile.insert(0, ("elaborate", t_elab));
     let inputs = random_inputs(exe.graph());
     let time = time_runs(opts.warmup, opts.iters, opts.target_seconds, |_| {

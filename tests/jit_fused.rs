@@ -214,3 +214,105 @@ fn epilogues_follow_rows_through_reshapes() {
         check_graph(&g, "epilogue_reshape", reshape_to.len() as u64);
     }
 }
+
+/// Runs `g` twice with input `x` and returns the parameters after each run, plus how many
+/// updates the schedule still copies after the run (the rest are written in place).
+fn two_steps(g: &Graph, x: &ndarray::ArrayD<f32>, threads: usize) -> (Vec<Vec<Vec<f32>>>, usize) {
+    let opts = modelc::runtime::ExecOptions { threads: Some(threads), parallel_min_work: Some(1), seed: 3 };
+    let mut exe = modelc::runtime::Executable::new(g, &opts).unwrap();
+    let mut states =
+        vec![exe.params().iter().map(|t| t.as_f32().unwrap().iter().copied().collect()).collect()];
+    for _ in 0..2 {
+        exe.run(&[modelc::tensor::Tensor::F32(x.clone())]).unwrap();
+        states.push(exe.params().iter().map(|t| t.as_f32().unwrap().iter().copied().collect()).collect());
+    }
+    (states, exe.schedule().updates.len())
+}
+
+/// A momentum step (`m <- 0.9 m + x w`, `w <- w - 0.1 m_new`): the new values are written
+/// straight into the parameter buffers (no copy after the run) and equal the sequential
+/// update, on one and two threads.
+#[test]
+fn optimizer_updates_are_written_in_place() {
+    let mut g = Graph::new("momentum_step");
+    let x = input(&mut g, "x", &[6, 20]);
+    let w = param(&mut g, "w", &[6, 20], Init::Normal { mean: 0.0, std: 1.0 });
+    let m = param(&mut g, "m", &[6, 20], Init::Normal { mean: 0.0, std: 1.0 });
+    let grad = g.binary(BinaryOp::Mul, x, w);
+    let k = scalar_like(&mut g, 0.9, m);
+    let decayed = g.binary(BinaryOp::Mul, k, m);
+    let new_m = g.binary(BinaryOp::Add, decayed, grad);
+    let lr = scalar_like(&mut g, 0.1, w);
+    let delta = g.binary(BinaryOp::Mul, lr, new_m);
+    let new_w = g.binary(BinaryOp::Sub, w, delta);
+    let loss = g.reduce(ReduceOp::Sum, grad, vec![0, 1]);
+    g.add_output("loss", loss);
+    g.updates.push((1, new_m));
+    g.updates.push((0, new_w));
+    let xs = ndarray::ArrayD::from_shape_fn(vec![6, 20], |i| (i[0] * 20 + i[1]) as f32 * 0.01 - 0.5);
+    for threads in [1, 2] {
+        let (states, copied) = two_steps(&g, &xs, threads);
+        assert!(copied < g.updates.len(), "no update was written in place");
+        for s in 0..2 {
+            let (w0, m0) = (&states[s][0], &states[s][1]);
+            for i in 0..w0.len() {
+                let nm = 0.9f32 * m0[i] + xs.as_slice().unwrap()[i] * w0[i];
+                let nw = w0[i] - 0.1f32 * nm;
+                assert!((states[s + 1][1][i] - nm).abs() <= 1e-5 * (1.0 + nm.abs()), "m, step {s}, {i}");
+                assert!((states[s + 1][0][i] - nw).abs() <= 1e-5 * (1.0 + nw.abs()), "w, step {s}, {i}");
+            }
+        }
+    }
+}
+
+/// Where a kernel after the update still reads the old value, or the update reads the
+/// parameter at other elements than it writes (a transpose), the update stays a copy after
+/// the run and every kernel sees the old values.
+#[test]
+fn updates_that_others_read_are_not_written_in_place() {
+    let n = 5;
+    let xs = ndarray::ArrayD::from_shape_fn(vec![n, n], |i| (i[0] * n + i[1]) as f32 * 0.1);
+    // w <- w - 0.1 * w^T * x: reads w transposed
+    let mut g = Graph::new("transposed_update");
+    let x = input(&mut g, "x", &[n, n]);
+    let w = param(&mut g, "w", &[n, n], Init::Normal { mean: 0.0, std: 1.0 });
+    let wt = g.add(Op::Permute { perm: vec![1, 0] }, &[w], None);
+    let p = g.binary(BinaryOp::Mul, wt, x);
+    let lr = scalar_like(&mut g, 0.1, w);
+    let d = g.binary(BinaryOp::Mul, lr, p);
+    let nw = g.binary(BinaryOp::Sub, w, d);
+    g.updates.push((0, nw));
+    let s = g.reduce(ReduceOp::Sum, x, vec![0, 1]);
+    g.add_output("s", s);
+    let (states, copied) = two_steps(&g, &xs, 1);
+    assert_eq!(copied, 1);
+    for st in 0..2 {
+        let w0 = &states[st][0];
+        for i in 0..n {
+            for j in 0..n {
+                let want = w0[i * n + j] - 0.1 * w0[j * n + i] * xs[[i, j]];
+                assert!((states[st + 1][0][i * n + j] - want).abs() < 1e-5, "step {st} ({i}, {j})");
+            }
+        }
+    }
+    // a later kernel (the output `2 w`, built after the update) reads the old w
+    let mut g = Graph::new("read_after_update");
+    let x = input(&mut g, "x", &[n, n]);
+    let w = param(&mut g, "w", &[n, n], Init::Normal { mean: 0.0, std: 1.0 });
+    let lr = scalar_like(&mut g, 0.1, w);
+    let d = g.binary(BinaryOp::Mul, lr, x);
+    let nw = g.binary(BinaryOp::Sub, w, d);
+    g.updates.push((0, nw));
+    let two = scalar_like(&mut g, 2.0, w);
+    let w2 = g.binary(BinaryOp::Mul, two, w);
+    g.add_output("w2", w2);
+    let opts = modelc::runtime::ExecOptions { threads: Some(1), parallel_min_work: None, seed: 1 };
+    let mut exe = modelc::runtime::Executable::new(&g, &opts).unwrap();
+    assert_eq!(exe.schedule().updates.len(), 1);
+    let before = exe.params()[0].as_f32().unwrap().clone();
+    let out = exe.run(&[modelc::tensor::Tensor::F32(xs.clone())]).unwrap();
+    let got = out[0].as_f32().unwrap();
+    for (o, b) in got.iter().zip(before.iter()) {
+        assert_eq!(*o, 2.0 * b);
+    }
+}

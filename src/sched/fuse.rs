@@ -16,7 +16,7 @@ use super::kernel::{
     Reduction, Split, Store, StoreSource,
 };
 use super::{Buffer, BufferRole};
-use crate::ir::{DType, Graph, NodeId, Op};
+use crate::ir::{BinaryOp, DType, Graph, NodeId, Op, UnaryOp};
 use std::collections::HashMap;
 
 /// Lowering needs `node` to own a buffer; the scheduler marks it and starts again.
@@ -127,14 +127,53 @@ pub(super) fn users_of(g: &Graph) -> Vec<Vec<NodeId>> {
     users
 }
 
-/// Free to recompute in every consumer: constants, iota, and views of such or of buffers.
+/// Free to recompute in every consumer: constants, iota, views of such or of buffers, and one
+/// cheap elementwise operation (add, multiply, compare, select...; no transcendental, division
+/// or call) whose arguments are all of those. Recomputing `x * c` in each of two consumers
+/// reads `x` twice; giving it a buffer would read `x`, write the buffer and read it twice.
 fn duplicable(g: &Graph, mat: &[bool], id: NodeId) -> bool {
+    let n = g.node(id);
+    let operand = |a: NodeId| mat[a.index()] || free_view(g, mat, a);
+    match &n.op {
+        Op::Unary(op) => {
+            matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Not | UnaryOp::Floor) && operand(n.args[0])
+        }
+        Op::Binary(op) => {
+            let cheap = match op {
+                BinaryOp::Add
+                | BinaryOp::Sub
+                | BinaryOp::Mul
+                | BinaryOp::Max
+                | BinaryOp::Min
+                | BinaryOp::Eq
+                | BinaryOp::Ne
+                | BinaryOp::Lt
+                | BinaryOp::Le
+                | BinaryOp::Gt
+                | BinaryOp::Ge
+                | BinaryOp::And
+                | BinaryOp::Or => true,
+                BinaryOp::Div | BinaryOp::Rem | BinaryOp::Pow => false,
+            };
+            cheap && n.args.iter().all(|&a| operand(a))
+        }
+        Op::Select | Op::Cast { .. } => n.args.iter().all(|&a| operand(a)),
+        Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. } => {
+            let a = n.args[0];
+            mat[a.index()] || duplicable(g, mat, a)
+        }
+        _ => free_view(g, mat, id),
+    }
+}
+
+/// Constants, iota, and views of such or of buffers.
+fn free_view(g: &Graph, mat: &[bool], id: NodeId) -> bool {
     let n = g.node(id);
     match &n.op {
         Op::Const { .. } | Op::Iota { .. } => true,
         Op::Reshape | Op::Permute { .. } | Op::Broadcast | Op::Slice { .. } => {
             let a = n.args[0];
-            mat[a.index()] || duplicable(g, mat, a)
+            mat[a.index()] || free_view(g, mat, a)
         }
         _ => false,
     }

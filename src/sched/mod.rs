@@ -74,7 +74,8 @@ pub fn schedule(g: &Graph) -> Schedule {
     loop {
         fuse::materialize_shared(g, &mut mat);
         match build(g, &mat) {
-            Ok((kernels, buffers, outputs, updates)) => {
+            Ok((mut kernels, buffers, outputs, mut updates)) => {
+                write_updates_in_place(&mut kernels, &buffers, &outputs, &mut updates);
                 let plan = plan::plan_buffers(&kernels, &buffers, &outputs, &updates);
                 return Schedule { graph: graph.clone(), kernels, buffers, outputs, updates, plan };
             }
@@ -152,6 +153,99 @@ fn build(g: &Graph, mat: &[bool]) -> Result<Built, fuse::NeedsBuffer> {
         updates.push((p, result_buffer(&mut b, n)?));
     }
     Ok((b.kernels, b.buffers, outputs, updates))
+}
+
+/// Lets the kernel that computes a parameter's new value store it straight into the
+/// parameter's buffer instead of a temporary that the executor copies over the parameter after
+/// the run. Updates must look simultaneous (every kernel reads the old values), so this is done
+/// only where nothing can tell: the value is computed by one loop kernel with one elementwise
+/// store; that kernel reads the parameter, if at all, only at exactly the element it writes
+/// (each element is loaded before it is stored, on any thread); no later kernel reads the
+/// parameter; and the value is not also a graph output. Later readers of the new value read
+/// the parameter's buffer, which then holds it. The rewritten update leaves `updates`.
+fn write_updates_in_place(
+    kernels: &mut [Kernel],
+    buffers: &[Buffer],
+    outputs: &[BufferId],
+    updates: &mut Vec<(u32, BufferId)>,
+) {
+    let mut kept = Vec::new();
+    for &(p, b) in updates.iter() {
+        let shared = updates.iter().filter(|(_, c)| *c == b).count() > 1;
+        let param_bufs: Vec<BufferId> = (0..buffers.len() as u32)
+            .map(BufferId)
+            .filter(|&x| buffers[x.0 as usize].role == BufferRole::Param(p))
+            .collect();
+        let target = param_bufs.first().copied();
+        let ok = !shared
+            && buffers[b.0 as usize].role == BufferRole::Temp
+            && !outputs.contains(&b)
+            && target.is_some_and(|t| buffers[t.0 as usize].dtype == buffers[b.0 as usize].dtype)
+            && in_place_safe(kernels, b, &param_bufs);
+        match (ok, target) {
+            (true, Some(t)) => {
+                for k in kernels.iter_mut() {
+                    for a in k.args.iter_mut() {
+                        if *a == b {
+                            *a = t;
+                        }
+                    }
+                }
+            }
+            _ => kept.push((p, b)),
+        }
+    }
+    *updates = kept;
+}
+
+/// See [`write_updates_in_place`]: whether the one kernel writing `b` may write it over the
+/// parameter whose buffers are `param`.
+fn in_place_safe(kernels: &[Kernel], b: BufferId, param: &[BufferId]) -> bool {
+    let writes = |k: &Kernel| match &k.body {
+        KernelBody::Loop(l) => l.stores.iter().any(|s| k.args[s.buf as usize] == b),
+        KernelBody::MatMul(m) => {
+            k.args[m.c.buf as usize] == b
+                || m.epilogue.as_ref().is_some_and(|e| e.stores.iter().any(|s| k.args[s.buf as usize] == b))
+        }
+    };
+    let writers: Vec<usize> = (0..kernels.len()).filter(|&i| writes(&kernels[i])).collect();
+    let [w] = writers[..] else { return false };
+    let k = &kernels[w];
+    let KernelBody::Loop(l) = &k.body else { return false };
+    let is_param = |pos: u32| param.contains(&k.args[pos as usize]);
+    let is_b = |pos: u32| k.args[pos as usize] == b;
+    let [store] = &l.stores.iter().filter(|s| is_b(s.buf)).collect::<Vec<_>>()[..] else { return false };
+    // stored in the last pass, so no pass after it can load an element it overwrote
+    if !matches!(store.source, StoreSource::Elem(_))
+        || store.pass + 1 != l.passes
+        || l.stores.iter().any(|s| is_param(s.buf))
+    {
+        return false;
+    }
+    // the kernel must not read `b` itself, and reads the parameter only where it writes
+    for e in &l.exprs {
+        match e {
+            Expr::Load { buf, access, dtype } => {
+                if is_b(*buf) || (is_param(*buf) && (*access != store.access || *dtype != store.dtype)) {
+                    return false;
+                }
+            }
+            Expr::GatherLoad { buf, .. } => {
+                if is_b(*buf) || is_param(*buf) {
+                    return false;
+                }
+            }
+            Expr::Const { .. }
+            | Expr::Index { .. }
+            | Expr::Random { .. }
+            | Expr::RowScalar { .. }
+            | Expr::Unary { .. }
+            | Expr::Binary { .. }
+            | Expr::Select { .. }
+            | Expr::Cast { .. } => {}
+        }
+    }
+    kernels[w + 1..].iter().all(|k| !k.args.iter().any(|a| param.contains(a)))
 }
 
 /// Rewrites reductions over several axes as chains of single-axis reductions (sum, max and min
