@@ -157,3 +157,65 @@ fn data_runs_the_digits_pipeline() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("dedup") && out.contains("train"), "{out}");
 }
+
+/// `modelc bench --json`: one object per workload with the stage times and the statistics of
+/// the timed runs, for a train block (its step on a real batch) and a model at two batches.
+#[test]
+fn bench_prints_one_json_object_per_workload() {
+    let (code, out, err) = modelc(&[
+        "bench",
+        "models/digits_mlp.model",
+        "--json",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--iters",
+        "3",
+    ]);
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let r = &lines[0];
+    assert_eq!(r["workload"], "train digits_mlp");
+    assert_eq!(r["kind"], "train_step");
+    assert_eq!(r["inputs"], "data");
+    assert_eq!(r["batch"], 64);
+    assert_eq!(r["iters"], 3);
+    for stage in ["load", "elaborate+autodiff", "passes", "schedule", "codegen", "finalize"] {
+        assert!(r["compile_ms"][stage].as_f64().is_some_and(|v| v >= 0.0), "{stage}: {r}");
+    }
+    let (q1, med, q3) =
+        (r["q1_ms"].as_f64().unwrap(), r["median_ms"].as_f64().unwrap(), r["q3_ms"].as_f64().unwrap());
+    assert!(0.0 < q1 && q1 <= med && med <= q3, "{r}");
+
+    let (code, out, err) = modelc(&[
+        "bench",
+        "models/digits_mlp.model",
+        "--model",
+        "DigitsMLP",
+        "--batch",
+        "1",
+        "--batch",
+        "3",
+        "--json",
+        "--threads",
+        "1",
+        "--iters",
+        "2",
+        "--profile",
+    ]);
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    let batches: Vec<u64> = lines.iter().map(|r| r["batch"].as_u64().unwrap()).collect();
+    assert_eq!(batches, vec![1, 3]);
+    assert!(
+        lines
+            .iter()
+            .all(|r| r["kind"] == "inference"
+                && r["profile_kernels"].as_array().is_some_and(|k| !k.is_empty()))
+    );
+
+    let (code, _, err) = modelc(&["bench", "models/digits_mlp.model", "--batch", "8"]);
+    assert_eq!(code, 2, "--batch on a train block is a usage error: {err}");
+}
