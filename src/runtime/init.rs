@@ -154,7 +154,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(index as u64);
         let mut uniform = || (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        let mut normal = |uniform: &mut dyn FnMut() -> f64| {
+        let normal = |uniform: &mut dyn FnMut() -> f64| {
             let u1 = uniform();
             let u2 = uniform();
             (-2.0 * (1.0 - u1).ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
