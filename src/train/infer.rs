@@ -202,14 +202,18 @@ fn sample(logits: &[f32], temperature: f64, top_k: Option<usize>, n: usize, rng:
     *order.last().expect("non-empty")
 }
 
-/// Predicted classes of the rows of `split`: `(row, predicted class, probability, label)`.
+/// One classified row: its index in the split, the predicted class, its probability, and the
+/// label when the data has one.
+pub type Prediction = (usize, usize, f32, Option<i32>);
+
+/// Predicted classes of the rows of `split`.
 pub fn predict_split(
     prog: &Program,
     run: &str,
     ckpt: &Path,
     split: &str,
     threads: Option<usize>,
-) -> Result<Vec<(usize, usize, f32, Option<i32>)>, TrainError> {
+) -> Result<Vec<Prediction>, TrainError> {
     let (spec, block) = setup(prog, run)?;
     let data: RunData = prepare_data(prog, &spec, false)?;
     let rows = data.prepared.split_tensors(split).map_err(TrainError::Data)?;
