@@ -235,3 +235,128 @@ fn json_summary_is_the_last_line_of_stdout() {
     let e: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("json")).expect("JSON");
     assert_eq!(e["test_accuracy"], v["test_accuracy"]);
 }
+
+#[test]
+fn predict_classifies_a_split_and_a_csv_file() {
+    let out = scratch("predict");
+    let status = bin()
+        .args([
+            "train",
+            "tests/fixtures/train/steady.model",
+            "--steps",
+            "60",
+            "--threads",
+            "1",
+            "-q",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("train");
+    assert!(status.success());
+    let ckpt = out.join("checkpoints").join(modelc::train::checkpoint::file_name(60));
+    // The first five rows of the data set, with their labels, then without the label column.
+    let csv = std::fs::read_to_string(root().join("data/digits.csv")).expect("digits.csv");
+    let lines: Vec<&str> = csv.lines().take(6).collect();
+    let labelled = out.join("five.csv");
+    std::fs::write(&labelled, lines.join("\n")).expect("write");
+    let unlabelled = out.join("five_nolabel.csv");
+    let strip = |l: &str| l.rsplit_once(',').expect("a label column").0.to_string();
+    std::fs::write(&unlabelled, lines.iter().map(|l| strip(l)).collect::<Vec<_>>().join("\n"))
+        .expect("write");
+    for (file, with_labels) in [(&labelled, true), (&unlabelled, false)] {
+        let output = bin()
+            .args(["predict", "tests/fixtures/train/steady.model", "--threads", "1", "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--input")
+            .arg(file)
+            .output()
+            .expect("predict");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 5, "{text}");
+        for (i, r) in rows.iter().enumerate() {
+            let cells: Vec<&str> = r.split(',').collect();
+            assert_eq!(cells[0], i.to_string());
+            assert!(cells[1].parse::<usize>().is_ok_and(|c| c < 10), "{r}");
+            let p: f32 = cells[2].parse().expect("probability");
+            assert!((0.0..=1.0).contains(&p));
+            assert_eq!(cells[3].is_empty(), !with_labels, "{r}");
+        }
+    }
+    // A row with a missing cell is an error naming its line.
+    let broken = out.join("broken.csv");
+    std::fs::write(&broken, format!("{}\n{}\n", lines[0], strip(lines[1]).rsplit_once(',').unwrap().0))
+        .expect("write");
+    let output = bin()
+        .args(["predict", "tests/fixtures/train/steady.model", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--input")
+        .arg(&broken)
+        .output()
+        .expect("predict");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("E0625") && err.contains("broken.csv:"), "{err}");
+    // The held-out split, labelled.
+    let output = bin()
+        .args([
+            "predict",
+            "tests/fixtures/train/steady.model",
+            "--threads",
+            "1",
+            "--split",
+            "test",
+            "--checkpoint",
+        ])
+        .arg(&ckpt)
+        .output()
+        .expect("predict");
+    assert!(output.status.success());
+    let rows = String::from_utf8_lossy(&output.stdout).lines().count() - 1;
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(rows > 300, "a fifth of 1797 rows: {rows}");
+    assert!(err.contains(&format!(" of {rows} correct")), "every row is labelled and counted: {err}");
+}
+
+#[test]
+fn generate_continues_a_prompt_from_a_text_checkpoint() {
+    let out = scratch("generate");
+    let model = "tests/fixtures/train/tiny_lm.model";
+    let status = bin()
+        .args(["train", model, "--threads", "1", "-q", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("train");
+    assert!(status.success());
+    let ckpt =
+        modelc::train::checkpoint::latest(&out.join("checkpoints")).expect("dir").expect("a checkpoint").0;
+    let run = |seed: &str| {
+        let output = bin()
+            .args([
+                "generate",
+                model,
+                "--threads",
+                "1",
+                "--prompt",
+                "Elizabeth",
+                "--tokens",
+                "40",
+                "--seed",
+                seed,
+            ])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .output()
+            .expect("generate");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim_end_matches('\n').to_string()
+    };
+    let a = run("1");
+    assert!(a.starts_with("Elizabeth"));
+    assert_eq!(a.chars().count(), "Elizabeth".len() + 40, "{a:?}");
+    assert_eq!(a, run("1"), "the same seed gives the same text");
+}
