@@ -360,3 +360,36 @@ fn generate_continues_a_prompt_from_a_text_checkpoint() {
     assert_eq!(a.chars().count(), "Elizabeth".len() + 40, "{a:?}");
     assert_eq!(a, run("1"), "the same seed gives the same text");
 }
+
+fn tensor_bytes(path: &Path, name: &str) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("checkpoint");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensor(name).unwrap_or_else(|_| panic!("no `{name}`")).data().to_vec()
+}
+
+#[test]
+fn parameter_groups_scale_the_learning_rate_by_path() {
+    // The first layer frozen by `lr_scale: 0`, the second trained: after 1 and after 6 steps
+    // the first layer's weights are the same, the second's are not.
+    let text = std::fs::read_to_string(root().join("tests/fixtures/train/steady.model")).expect("fixture").replace(
+        "    steps: 100000\n",
+        "    steps: 100000\n    groups: [group(match: [\"net.layers.0.*\"], lr_scale: 0.0), group(match: [\"*.bias\"], weight_decay: 0.0)]\n",
+    );
+    let prog = Program::from_source("groups.model", &text, Some(&root().join("tests/fixtures/train")));
+    assert!(prog.diagnostics.is_empty(), "{:?}", prog.diagnostics);
+    let mut ckpts = Vec::new();
+    for steps in [1, 6] {
+        let out = scratch(&format!("groups{steps}"));
+        let s = train(&prog, &TrainOptions { steps: Some(steps), ..opts(&out) })
+            .unwrap_or_else(|e| panic!("{e}"));
+        ckpts.push(s.checkpoint.expect("a final checkpoint"));
+    }
+    assert_eq!(
+        tensor_bytes(&ckpts[0], "net.layers.0.weight"),
+        tensor_bytes(&ckpts[1], "net.layers.0.weight")
+    );
+    assert_ne!(
+        tensor_bytes(&ckpts[0], "net.layers.1.weight"),
+        tensor_bytes(&ckpts[1], "net.layers.1.weight")
+    );
+}
