@@ -95,6 +95,7 @@ fn build_reports_kernels_and_compile_time() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("matmul+epilogue"), "matmul epilogues are fused:\n{out}");
     assert!(out.contains("compile time:") && out.contains("codegen"), "{out}");
+    assert!(out.contains("parameter initialisation"), "initialisation is reported on its own:\n{out}");
 }
 
 #[test]

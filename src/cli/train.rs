@@ -258,9 +258,13 @@ pub struct PredictArgs {
     pub run: Option<String>,
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The split whose rows to classify (prepared exactly as for training).
-    #[arg(long, default_value = "test")]
+    /// The split whose rows to classify (prepared exactly as for evaluation).
+    #[arg(long, default_value = "test", conflicts_with = "input")]
     pub split: String,
+    /// A file to classify instead, in the format of the data block's first source (a CSV with
+    /// the same feature columns, the label column optional), scaled like the training data.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -268,7 +272,11 @@ pub struct PredictArgs {
 pub fn predict(args: &PredictArgs) -> ExitCode {
     let Some(prog) = load(&args.file) else { return ExitCode::from(1) };
     let run = args.run.clone().unwrap_or_default();
-    match modelc::train::infer::predict_split(&prog, &run, &args.checkpoint, &args.split, args.threads) {
+    let input = match &args.input {
+        Some(p) => modelc::train::infer::PredictInput::File(p),
+        None => modelc::train::infer::PredictInput::Split(&args.split),
+    };
+    match modelc::train::infer::predict(&prog, &run, &args.checkpoint, input, args.threads) {
         Ok(rows) => {
             println!("row,predicted,probability,label");
             let mut right = 0;

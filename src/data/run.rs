@@ -658,6 +658,98 @@ impl PreparedData {
         })
     }
 
+    /// The rows of another file in the format of the plan's first source (a CSV with the
+    /// same columns, a JSONL file, IDX images), validated and shaped exactly as the training
+    /// data (the feature scaling fitted on `train`), in file order: `x`, and `y` when every
+    /// row has a label. A row that fails validation is an error naming its line.
+    pub fn input_rows(&self, path: &std::path::Path) -> Result<Batch, DataError> {
+        use super::plan::SourceFormat;
+        let mut plan = self.plan.clone();
+        let Some(mut spec) = plan.sources.first().cloned() else {
+            return Err(DataError::new("E0624", "the data block has no source"));
+        };
+        match &mut spec.format {
+            SourceFormat::Csv { path: p, label, .. } => {
+                *p = path.to_path_buf();
+                // A file without the label column is predicted without labels.
+                let bytes = super::source::read_file(path)?;
+                let header =
+                    String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap_or(&[])).to_string();
+                if let Some(l) = label.as_ref()
+                    && !header.trim_end().split(',').any(|c| c.trim().trim_matches('"') == l)
+                {
+                    *label = None;
+                }
+            }
+            SourceFormat::Jsonl { path: p, .. } | SourceFormat::Text { path: p, .. } => {
+                *p = path.to_path_buf()
+            }
+            SourceFormat::Idx { images, labels } => {
+                *images = path.to_path_buf();
+                *labels = None;
+            }
+        }
+        plan.sources = vec![spec];
+        let mut files = FileTable::default();
+        let mut raws = Vec::new();
+        read_source(&plan.sources[0], 0, &mut files, &mut raws)?;
+        if raws.is_empty() {
+            return Err(DataError::new("E0625", format!("`{}` has no rows", path.display())));
+        }
+        let mut validator = Validator::new(&plan);
+        let row_len: usize = self.row_shape.iter().product();
+        let mut x: Vec<f32> = Vec::new();
+        let mut y: Vec<i32> = Vec::new();
+        let mut all_labelled = true;
+        for raw in raws {
+            let origin = raw.origin;
+            let r = match validator.validate(raw, &files)? {
+                Ok(r) => r,
+                Err(why) => {
+                    return Err(DataError::new(
+                        "E0625",
+                        format!("{}: {} ({})", files.locate(origin), why.reason, why.detail),
+                    ));
+                }
+            };
+            let start = x.len();
+            match &r.body {
+                Body::Features(_) | Body::Image { .. } => raw_features(&r.body, &mut x),
+                Body::Text(_) => {
+                    return Err(DataError::new(
+                        "E0625",
+                        "prediction from text files is not supported; use `generate`",
+                    ));
+                }
+            }
+            if x.len() - start != row_len {
+                return Err(DataError::new(
+                    "E0625",
+                    format!(
+                        "{}: {} features, the model was trained on {row_len}",
+                        files.locate(r.origin),
+                        x.len() - start
+                    ),
+                ));
+            }
+            if let Some(map) = &self.feature_map {
+                map.apply(&mut x[start..]);
+            }
+            match r.label {
+                Some(l) => y.push(l),
+                None => all_labelled = false,
+            }
+        }
+        let n = x.len() / row_len.max(1);
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.row_shape);
+        let mut fields = vec![("x".to_string(), Tensor::F32(array(shape, x)))];
+        if all_labelled && n > 0 {
+            fields.push(("y".to_string(), Tensor::I32(array(vec![n], y))));
+        }
+        Ok(Batch { fields })
+    }
+
     /// A whole split as one batch, in read order without augmentation (for evaluation).
     pub fn split_tensors(&self, split: &str) -> Result<Batch, DataError> {
         let s = self.split_index(split)?;

@@ -13,6 +13,15 @@ use std::path::Path;
 
 /// Writes named tensors to `path` atomically (bools are stored as i32).
 pub fn write_tensors(path: &Path, named: &[(String, &Tensor)]) -> Result<()> {
+    let out = serialize_tensors(named, None)?;
+    write_atomically(path, &out)
+}
+
+/// The safetensors bytes of named tensors, with optional string metadata.
+pub fn serialize_tensors(
+    named: &[(String, &Tensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = named
         .iter()
         .map(|(_, t)| match t {
@@ -30,9 +39,8 @@ pub fn write_tensors(path: &Path, named: &[(String, &Tensor)]) -> Result<()> {
             .map_err(|e| RuntimeError(format!("tensor `{name}`: {e}")))?;
         views.push((name.clone(), view));
     }
-    let out = safetensors::tensor::serialize(views, &None)
-        .map_err(|e| RuntimeError(format!("cannot serialise tensors: {e}")))?;
-    write_atomically(path, &out)
+    safetensors::tensor::serialize(views, &metadata)
+        .map_err(|e| RuntimeError(format!("cannot serialise tensors: {e}")))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`, so

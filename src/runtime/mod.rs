@@ -58,6 +58,9 @@ pub struct StageTimings {
     pub schedule: Duration,
     pub codegen: Duration,
     pub finalize: Duration,
+    /// Not compilation: allocating the buffers, initialising the parameters from the seed and
+    /// starting the thread pool.
+    pub init: Duration,
     /// Kernels compiled for this executable (the rest came from the process-wide cache).
     pub kernels_compiled: usize,
 }
@@ -111,6 +114,7 @@ impl Executable {
         }
         let (fns, jt) =
             jit::compile(&loops).map_err(|e| RuntimeError(format!("kernel compilation failed: {}", e.0)))?;
+        let t_init = Instant::now();
         let inputs: Vec<Vec<u32>> = schedule.graph.inputs.iter().map(|i| vec![0u32; i.ty.numel()]).collect();
         let params: Vec<Vec<u32>> = schedule.graph.params.iter().map(|p| vec![0u32; p.ty.numel()]).collect();
         let slots: Vec<Vec<u32>> = schedule.plan.slots.iter().map(|&n| vec![0u32; n]).collect();
@@ -126,6 +130,7 @@ impl Executable {
                 schedule: schedule_time,
                 codegen: jt.codegen,
                 finalize: jt.finalize,
+                init: Duration::ZERO,
                 kernels_compiled: jt.compiled,
             },
         };
@@ -150,8 +155,8 @@ impl Executable {
             });
         }
         exe.steps = steps;
-        let init = init_params(&exe.schedule.graph, options.seed);
-        exe.set_params(&init)?;
+        init::init_param_storage(&exe.schedule.graph, options.seed, &mut exe.params);
+        exe.timings.init = t_init.elapsed();
         Ok(exe)
     }
 

@@ -238,7 +238,9 @@ pub(super) struct LoopBuilder<'a> {
     exprs: Vec<Expr>,
     types: Vec<DType>,
     dedup: HashMap<Expr, ExprId>,
-    memo: HashMap<(NodeId, IndexMap), ExprId>,
+    /// Lowered (node, index map) pairs; a node is seen under few distinct maps, so they are
+    /// searched linearly (no map is cloned for a lookup).
+    memo: HashMap<NodeId, Vec<(IndexMap, ExprId)>>,
     reductions: Vec<(ReduceKind, ExprId)>,
     stores: Vec<Store>,
     pub nodes: Vec<NodeId>,
@@ -311,11 +313,11 @@ impl<'a> LoopBuilder<'a> {
     }
 
     fn lower(&mut self, id: NodeId, map: &IndexMap) -> Result<ExprId, NeedsBuffer> {
-        if let Some(&e) = self.memo.get(&(id, map.clone())) {
+        if let Some(&(_, e)) = self.memo.get(&id).and_then(|seen| seen.iter().find(|(m, _)| m == map)) {
             return Ok(e);
         }
         let e = self.lower_uncached(id, map)?;
-        self.memo.insert((id, map.clone()), e);
+        self.memo.entry(id).or_default().push((map.clone(), e));
         Ok(e)
     }
 

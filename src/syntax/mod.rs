@@ -51,10 +51,29 @@ pub fn parse(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
 fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let whole = scan::scan(file, text, 0);
-    // Detailed attempts give the literal tokens expected at an error. The setting is
-    // process-wide, so it is only ever switched on: switching it off for speed would race with
-    // parses on other threads and make their messages nondeterministic.
-    pest::set_error_detail(true);
+    if whole.diags.is_empty() {
+        // Fast path: without pest's detailed attempt tracking (about twice as fast). A file
+        // that fails is parsed again below with the tracking on, so messages do not change.
+        let parsed = detail::with(false, || ModelParser::parse(Rule::file, text));
+        if let Ok(pairs) = parsed {
+            let mut builder = build::Builder::new(file, text, 0);
+            let items = builder.file(pairs);
+            diags.extend(builder.into_diagnostics());
+            return (ast::File { file, items }, diags);
+        }
+    }
+    // Detailed attempts give the literal tokens expected at an error.
+    detail::with(true, || parse_with_errors(file, text, whole, diags))
+}
+
+/// The slow path of [`parse_here`], for a file that does not parse (or fails the pre-scan):
+/// every parse in here runs with pest's detailed error tracking on.
+fn parse_with_errors(
+    file: FileId,
+    text: &str,
+    whole: scan::Scan,
+    mut diags: Vec<Diagnostic>,
+) -> (ast::File, Vec<Diagnostic>) {
     if whole.diags.is_empty()
         && let Some(items) = parse_chunk(file, text, text, 0, false, &mut diags)
     {
@@ -87,6 +106,50 @@ fn parse_here(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
         diags.extend(whole_file_diags);
     }
     (ast::File { file, items }, diags)
+}
+
+/// pest's error-detail switch ([`pest::set_error_detail`]) is process-wide and read when a
+/// parse starts. Parses run with it off unless they need the details; this lock lets any number
+/// of parses in the same mode run at once and makes a parse in the other mode wait until they
+/// have finished, so a parse on another thread never sees the switch flip under it (which would
+/// make its error messages nondeterministic).
+mod detail {
+    use std::sync::{Condvar, Mutex, PoisonError};
+
+    /// The mode the switch is in and how many parses are running in it.
+    static MODE: Mutex<(bool, usize)> = Mutex::new((false, 0));
+    static IDLE: Condvar = Condvar::new();
+
+    struct Held;
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let mut mode = MODE.lock().unwrap_or_else(PoisonError::into_inner);
+            mode.1 -= 1;
+            if mode.1 == 0 {
+                IDLE.notify_all();
+            }
+        }
+    }
+
+    /// Runs `f` with pest's error detail set to `enabled`. Not reentrant with the other mode.
+    pub fn with<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+        let held = {
+            let mut mode = MODE.lock().unwrap_or_else(PoisonError::into_inner);
+            while mode.1 > 0 && mode.0 != enabled {
+                mode = IDLE.wait(mode).unwrap_or_else(PoisonError::into_inner);
+            }
+            if mode.1 == 0 {
+                mode.0 = enabled;
+                pest::set_error_detail(enabled);
+            }
+            mode.1 += 1;
+            Held
+        };
+        let result = f();
+        drop(held);
+        result
+    }
 }
 
 /// Parses `chunk`, which starts at byte `base` of `text`. Returns `None` (with diagnostics)

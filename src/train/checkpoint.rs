@@ -8,7 +8,6 @@
 use crate::ir::{Graph, TensorType};
 use crate::tensor::Tensor;
 use safetensors::SafeTensors;
-use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -83,25 +82,8 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, t)| match t {
-            Tensor::F32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Tensor::I32(a) => a.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        })
-        .collect();
-    let mut views = Vec::new();
-    for ((name, t), data) in tensors.iter().zip(&bytes) {
-        let dtype = match t {
-            Tensor::F32(_) => Dtype::F32,
-            Tensor::I32(_) => Dtype::I32,
-        };
-        let view =
-            TensorView::new(dtype, t.shape().to_vec(), data).map_err(|e| format!("tensor `{name}`: {e}"))?;
-        views.push((name.clone(), view));
-    }
-    let out = safetensors::tensor::serialize(views, &Some(meta.to_map()))
-        .map_err(|e| format!("cannot serialise the checkpoint: {e}"))?;
+    let named: Vec<(String, &Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t)).collect();
+    let out = crate::runtime::checkpoint::serialize_tensors(&named, Some(meta.to_map())).map_err(|e| e.0)?;
     let path = dir.join(file_name(meta.step));
     crate::runtime::checkpoint::write_atomically(&path, &out).map_err(|e| e.0)?;
     // Keep the newest `keep` checkpoints.
@@ -137,21 +119,21 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta, String> {
 
 /// The newest checkpoint in `dir` whose metadata reads back, with that metadata.
 pub fn latest(dir: &Path) -> Result<Option<(PathBuf, CheckpointMeta)>, String> {
+    // Leftover temporary files of a killed writer (`.step-N.safetensors.tmpPID`) are harmless;
+    // remove them.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".safetensors.tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let mut all = list(dir);
     all.sort();
     for (_, p) in all.into_iter().rev() {
         if let Ok(m) = read_meta(&p) {
             return Ok(Some((p, m)));
-        }
-    }
-    // Leftover temporary files of a killed writer are harmless; remove them.
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".tmp")
-                || e.file_name().to_string_lossy().contains(".tmp")
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
         }
     }
     Ok(None)

@@ -202,17 +202,33 @@ fn sample(logits: &[f32], temperature: f64, top_k: Option<usize>, n: usize, rng:
     *order.last().expect("non-empty")
 }
 
-/// Predicted classes of the rows of `split`: `(row, predicted class, probability, label)`.
-pub fn predict_split(
+/// One classified row: its index in the split, the predicted class, its probability, and the
+/// label when the data has one.
+pub type Prediction = (usize, usize, f32, Option<i32>);
+
+/// Where the rows to classify come from.
+pub enum PredictInput<'a> {
+    /// A split of the train block's data, prepared as for evaluation.
+    Split(&'a str),
+    /// A file in the format of the data block's first source, prepared like the training data.
+    File(&'a Path),
+}
+
+/// Predicted classes of the rows of a split or an input file.
+pub fn predict(
     prog: &Program,
     run: &str,
     ckpt: &Path,
-    split: &str,
+    input: PredictInput<'_>,
     threads: Option<usize>,
-) -> Result<Vec<(usize, usize, f32, Option<i32>)>, TrainError> {
+) -> Result<Vec<Prediction>, TrainError> {
     let (spec, block) = setup(prog, run)?;
     let data: RunData = prepare_data(prog, &spec, false)?;
-    let rows = data.prepared.split_tensors(split).map_err(TrainError::Data)?;
+    let rows = match input {
+        PredictInput::Split(s) => data.prepared.split_tensors(s),
+        PredictInput::File(p) => data.prepared.input_rows(p),
+    }
+    .map_err(TrainError::Data)?;
     let x = rows.get("x").ok_or_else(|| runtime("the data has no `x` field"))?;
     let n = x.shape()[0];
     let b = data.batch;
@@ -228,43 +244,39 @@ pub fn predict_split(
         Some(Tensor::I32(a)) => Some(a.iter().copied().collect()),
         _ => None,
     };
+    // The model takes what the train block passes it: a feature model gets `x` as is; a
+    // model of token ids gets `x` as i32 (as `x.int()` in the loss).
+    let as_ids = in_ty.dtype != crate::ir::DType::F32;
+    let flat: Vec<f32> = match x {
+        Tensor::F32(a) => a.iter().copied().collect(),
+        Tensor::I32(a) => a.iter().map(|&v| v as f32).collect(),
+    };
     let mut out = Vec::new();
     let mut i = 0;
     while i < n {
         let take = (n - i).min(b);
         // A last partial batch is padded with copies of its first row; their outputs are dropped.
-        let xb = match x {
-            Tensor::F32(a) => {
-                let flat: Vec<f32> = a.iter().copied().collect();
-                let mut v = flat[i * row_len..(i + take) * row_len].to_vec();
-                for _ in take..b {
-                    v.extend_from_slice(&flat[i * row_len..(i + 1) * row_len]);
-                }
-                Tensor::F32(
-                    ArrayD::from_shape_vec(IxDyn(&in_ty.shape), v)
-                        .map_err(|e| runtime(format!("input shape: {e}")))?,
-                )
-            }
-            Tensor::I32(a) => {
-                let flat: Vec<i32> = a.iter().copied().collect();
-                let mut v = flat[i * row_len..(i + take) * row_len].to_vec();
-                for _ in take..b {
-                    v.extend_from_slice(&flat[i * row_len..(i + 1) * row_len]);
-                }
-                Tensor::I32(
-                    ArrayD::from_shape_vec(IxDyn(&in_ty.shape), v)
-                        .map_err(|e| runtime(format!("input shape: {e}")))?,
-                )
-            }
+        let mut v = flat[i * row_len..(i + take) * row_len].to_vec();
+        for _ in take..b {
+            v.extend_from_slice(&flat[i * row_len..(i + 1) * row_len]);
+        }
+        let shape = IxDyn(&in_ty.shape);
+        let xb = if as_ids {
+            Tensor::I32(
+                ArrayD::from_shape_vec(shape, v.iter().map(|&f| f as i32).collect())
+                    .map_err(|e| runtime(format!("input shape: {e}")))?,
+            )
+        } else {
+            Tensor::F32(ArrayD::from_shape_vec(shape, v).map_err(|e| runtime(format!("input shape: {e}")))?)
         };
         let outs = exe.run(&[xb]).map_err(|e| runtime(e.0))?;
         let Some(Tensor::F32(logits)) = outs.first() else {
             return Err(runtime("the model's first output is not f32 logits"));
         };
         let c = *logits.shape().last().unwrap_or(&1);
-        let flat: Vec<f32> = logits.iter().copied().collect();
+        let lf: Vec<f32> = logits.iter().copied().collect();
         for r in 0..take {
-            let row = &flat[r * c..(r + 1) * c];
+            let row = &lf[r * c..(r + 1) * c];
             let (best, _) = row
                 .iter()
                 .enumerate()

@@ -252,26 +252,31 @@ impl Evaluator {
         split: &str,
     ) -> Result<Vec<(String, f64)>, TrainError> {
         let batches: Vec<_> = data.prepared.batches(split, 0).map_err(TrainError::Data)?.collect();
-        let mut sums: Vec<f64> = Vec::new();
+        // Per output: the row-weighted sum of each element, and the output's shape.
+        let mut sums: Vec<(Vec<f64>, Vec<usize>)> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let mut rows = 0usize;
+        let mut loaded: Vec<usize> = Vec::new();
         for batch in batches {
             let b = batch.len();
             if b == 0 {
                 continue;
             }
             let exe = self.exe(prog, block, spec, &data.fields, b)?;
-            let values: Vec<Tensor> = exe
-                .graph()
-                .params
-                .iter()
-                .map(|p| {
-                    params.iter().find(|(n, _)| *n == p.path).map(|(_, t)| t.clone()).ok_or_else(|| {
-                        TrainError::Runtime(format!("evaluation parameter `{}` is not trained", p.path))
+            if !loaded.contains(&b) {
+                let values: Vec<Tensor> = exe
+                    .graph()
+                    .params
+                    .iter()
+                    .map(|p| {
+                        params.iter().find(|(n, _)| *n == p.path).map(|(_, t)| t.clone()).ok_or_else(|| {
+                            TrainError::Runtime(format!("evaluation parameter `{}` is not trained", p.path))
+                        })
                     })
-                })
-                .collect::<Result<_, _>>()?;
-            exe.set_params(&values).map_err(|e| TrainError::Runtime(e.0))?;
+                    .collect::<Result<_, _>>()?;
+                exe.set_params(&values).map_err(|e| TrainError::Runtime(e.0))?;
+                loaded.push(b);
+            }
             let inputs = exe
                 .graph()
                 .inputs
@@ -285,22 +290,43 @@ impl Evaluator {
             let out = exe.run(&inputs).map_err(|e| TrainError::Runtime(e.0))?;
             if names.is_empty() {
                 names = exe.graph().outputs.iter().map(|o| o.name.clone()).collect();
-                sums = vec![0.0; names.len()];
+                sums =
+                    out.iter().map(|t| (vec![0.0; t.shape().iter().product()], t.shape().to_vec())).collect();
             }
-            for (s, t) in sums.iter_mut().zip(&out) {
-                let mean = match t {
-                    Tensor::F32(a) => a.iter().map(|&v| v as f64).sum::<f64>() / a.len().max(1) as f64,
-                    Tensor::I32(a) => a.iter().map(|&v| v as f64).sum::<f64>() / a.len().max(1) as f64,
+            for ((s, _), t) in sums.iter_mut().zip(&out) {
+                let vals: Vec<f64> = match t {
+                    Tensor::F32(a) => a.iter().map(|&v| v as f64).collect(),
+                    Tensor::I32(a) => a.iter().map(|&v| v as f64).collect(),
                 };
-                *s += mean * b as f64;
+                for (acc, v) in s.iter_mut().zip(vals) {
+                    *acc += v * b as f64;
+                }
             }
             rows += b;
         }
         if rows == 0 {
             return Err(TrainError::Runtime(format!("split `{split}` has no rows to evaluate")));
         }
-        let mut out: Vec<(String, f64)> =
-            names.into_iter().zip(sums.into_iter().map(|s| s / rows as f64)).collect();
+        // A scalar metric is one value; a tensor metric is reported element by element as
+        // `name.i.j` (e.g. the load of expert j in block i).
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for (name, (s, shape)) in names.into_iter().zip(sums) {
+            if s.len() == 1 {
+                out.push((name, s[0] / rows as f64));
+                continue;
+            }
+            for (flat, v) in s.iter().enumerate() {
+                let mut idx = Vec::new();
+                let mut rest = flat;
+                for &d in shape.iter().rev() {
+                    idx.push(rest % d.max(1));
+                    rest /= d.max(1);
+                }
+                idx.reverse();
+                let suffix: Vec<String> = idx.iter().map(ToString::to_string).collect();
+                out.push((format!("{name}.{}", suffix.join(".")), v / rows as f64));
+            }
+        }
         let loss = out.first().map_or(f64::NAN, |(_, l)| *l);
         for m in &spec.metrics {
             if let MetricKind::Perplexity = m.kind {
@@ -310,8 +336,9 @@ impl Evaluator {
         // Metrics in the order declared, loss first.
         let mut ordered = vec![("loss".to_string(), loss)];
         for m in &spec.metrics {
-            if let Some((_, v)) = out.iter().find(|(n, _)| *n == m.name) {
-                ordered.push((m.name.clone(), *v));
+            let prefix = format!("{}.", m.name);
+            for (n, v) in out.iter().filter(|(n, _)| *n == m.name || n.starts_with(&prefix)) {
+                ordered.push((n.clone(), *v));
             }
         }
         Ok(ordered)
