@@ -98,7 +98,7 @@ pub fn run(a: &BuildArgs) -> ExitCode {
     println!("threads: {}", exe.threads());
     if let Some(n) = a.time {
         let mut exe = exe;
-        let inputs = random_inputs(&graph);
+        let inputs = modelc::bench::random_inputs(&graph);
         let mut times = Vec::with_capacity(n);
         for i in 0..n + 3 {
             let t = Instant::now();
@@ -118,41 +118,3 @@ pub fn run(a: &BuildArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Deterministic inputs for timing: floats in [-1, 1), ints in [0, 4) (valid token ids for
-/// every example), bools alternating.
-fn random_inputs(g: &modelc::ir::Graph) -> Vec<modelc::tensor::Tensor> {
-    use modelc::ir::DType;
-    use modelc::tensor::Tensor;
-    use ndarray::ArrayD;
-    let mut state: u32 = 0x9e37_79b9;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        state
-    };
-    g.inputs
-        .iter()
-        .map(|i| {
-            let n = i.ty.numel();
-            let shape = i.ty.shape.clone();
-            match i.ty.dtype {
-                DType::F32 => Tensor::F32(
-                    ArrayD::from_shape_vec(
-                        shape,
-                        (0..n).map(|_| (next() >> 8) as f32 / 8_388_608.0 - 1.0).collect(),
-                    )
-                    .expect("shape matches"),
-                ),
-                DType::I32 => Tensor::I32(
-                    ArrayD::from_shape_vec(shape, (0..n).map(|_| (next() % 4) as i32).collect())
-                        .expect("shape matches"),
-                ),
-                DType::Bool => Tensor::I32(
-                    ArrayD::from_shape_vec(shape, (0..n).map(|k| (k % 2) as i32).collect())
-                        .expect("shape matches"),
-                ),
-            }
-        })
-        .collect()
-}
