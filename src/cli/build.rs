@@ -117,4 +117,3 @@ pub fn run(a: &BuildArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
-
