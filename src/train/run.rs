@@ -13,7 +13,7 @@ use super::spec::{Length, MetricKind, Optimizer, TrainSpec, find_train_block, lo
 use crate::data::{DataError, PreparedData, RunOptions, lower_data_block};
 use crate::diag::Diagnostic;
 use crate::elab::Program;
-use crate::ir::{DType, Graph, TensorType};
+use crate::ir::{Graph, TensorType};
 use crate::passes::{PipelineOptions, run_pipeline};
 use crate::runtime::{ExecOptions, Executable};
 use crate::source::{SourceMap, Span};
@@ -432,8 +432,8 @@ impl Runner<'_> {
         let c = &self.steps[&self.current];
         let g = &c.reference;
         let params = c.exe.params();
-        // The reference graph lists the model parameters first, then optimizer state, in the
-        // same order as the optimised one.
+        // The passes keep `Graph::params`, so the optimised executable's parameters (unchanged
+        // by the guarded step) feed the unoptimised reference graph as they are.
         let mut diag = Diagnostic::error(
             "E0807",
             format!(
@@ -604,10 +604,12 @@ pub fn train(prog: &Program, opts: &TrainOptions) -> Result<TrainSummary, TrainE
     r.steps.insert(batch, r.build_step(batch)?);
     let compile_seconds = compile_start.elapsed().as_secs_f64();
     // Schedule length: steps, or epochs times the batches of the first epoch.
-    let batches_per_epoch = r.data.prepared.batches("train", 0).map_err(TrainError::Data)?.count() as u64;
     let (total, max_epochs) = match r.spec.length {
         Length::Steps(s) => (s, None),
-        Length::Epochs(e) => (e * batches_per_epoch, Some(e)),
+        Length::Epochs(e) => {
+            let per_epoch = r.data.prepared.batches("train", 0).map_err(TrainError::Data)?.count() as u64;
+            (e * per_epoch, Some(e))
+        }
     };
     let (mut step, mut epoch, mut skip) = (0u64, 0u64, 0u64);
     let mut resumed_from = None;
@@ -782,13 +784,5 @@ fn report_progress(progress: Progress, step: u64, total: u64, loss: f64, elapsed
                 ".".repeat(width - filled.min(width))
             );
         }
-    }
-}
-
-/// Sets up `DType`-typed zero tensors (used by tests).
-pub fn zeros(ty: &TensorType) -> Tensor {
-    match ty.dtype {
-        DType::F32 => Tensor::F32(ArrayD::zeros(IxDyn(&ty.shape))),
-        DType::I32 | DType::Bool => Tensor::I32(ArrayD::zeros(IxDyn(&ty.shape))),
     }
 }
