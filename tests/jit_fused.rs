@@ -295,7 +295,36 @@ fn updates_that_others_read_are_not_written_in_place() {
             }
         }
     }
-    // a later kernel (the output `2 w`, built after the update) reads the old w
+    // a later kernel (the output `sum(w, 1)`, a reduction built after the update) reads the
+    // old w: the update goes to a temporary
+    let row_sums = |w: &ndarray::ArrayD<f32>| (0..n).map(|i| (0..n).map(|j| w[[i, j]]).sum()).collect();
+    let (sums, copied) = read_after_update(&xs, |g, w| g.reduce(ReduceOp::Sum, w, vec![1]), row_sums);
+    assert_eq!(copied, 1);
+    for (i, s) in sums.iter().enumerate() {
+        assert!((s.0 - s.1).abs() < 1e-5, "row {i}: {} vs {}", s.0, s.1);
+    }
+    // an elementwise reader (`2 w`) is merged into the update's kernel, which reads each old
+    // element before it writes the new one: in place, and the output still sees the old w
+    let two_w = |g: &mut Graph, w| {
+        let two = scalar_like(g, 2.0, w);
+        g.binary(BinaryOp::Mul, two, w)
+    };
+    let doubled_host = |w: &ndarray::ArrayD<f32>| w.iter().map(|b| 2.0 * b).collect();
+    let (doubled, copied) = read_after_update(&xs, two_w, doubled_host);
+    assert_eq!(copied, 0);
+    for (o, b) in doubled {
+        assert_eq!(o, b);
+    }
+}
+
+/// One step of `w <- w - 0.1 x` with the output `read(w)` built after the update; returns
+/// (output element, `host(old w)` element) pairs and the number of updates copied after the run.
+fn read_after_update(
+    xs: &ndarray::ArrayD<f32>,
+    read: impl Fn(&mut Graph, NodeId) -> NodeId,
+    host: impl Fn(&ndarray::ArrayD<f32>) -> Vec<f32>,
+) -> (Vec<(f32, f32)>, usize) {
+    let n = xs.shape()[0];
     let mut g = Graph::new("read_after_update");
     let x = input(&mut g, "x", &[n, n]);
     let w = param(&mut g, "w", &[n, n], Init::Normal { mean: 0.0, std: 1.0 });
@@ -303,16 +332,18 @@ fn updates_that_others_read_are_not_written_in_place() {
     let d = g.binary(BinaryOp::Mul, lr, x);
     let nw = g.binary(BinaryOp::Sub, w, d);
     g.updates.push((0, nw));
-    let two = scalar_like(&mut g, 2.0, w);
-    let w2 = g.binary(BinaryOp::Mul, two, w);
-    g.add_output("w2", w2);
+    let r = read(&mut g, w);
+    g.add_output("r", r);
     let opts = modelc::runtime::ExecOptions { threads: Some(1), parallel_min_work: None, seed: 1 };
     let mut exe = modelc::runtime::Executable::new(&g, &opts).unwrap();
-    assert_eq!(exe.schedule().updates.len(), 1);
+    let copied = exe.schedule().updates.len();
     let before = exe.params()[0].as_f32().unwrap().clone();
     let out = exe.run(&[modelc::tensor::Tensor::F32(xs.clone())]).unwrap();
-    let got = out[0].as_f32().unwrap();
-    for (o, b) in got.iter().zip(before.iter()) {
-        assert_eq!(*o, 2.0 * b);
+    let got = out[0].as_f32().unwrap().iter().copied().collect::<Vec<f32>>();
+    let after = exe.params()[0].as_f32().unwrap().clone();
+    for ((a, b), x) in after.iter().zip(before.iter()).zip(xs.iter()) {
+        assert!((a - (b - 0.1 * x)).abs() < 1e-6, "the update itself");
     }
+    assert_eq!(got.len(), host(&before).len());
+    (got.into_iter().zip(host(&before)).collect(), copied)
 }

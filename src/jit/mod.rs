@@ -14,13 +14,17 @@ pub use codegen::CodegenError;
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};
 
 use crate::sched::LoopKernel;
-use cranelift_codegen::ir::{AbiParam, types};
+use cranelift_codegen::Context;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{AbiParam, Signature, types};
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
-use std::collections::HashMap;
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A compiled loop kernel: `f(buffer_pointers, start, end)` runs rows (or, for flat kernels,
@@ -40,9 +44,10 @@ pub struct JitTimings {
 
 struct JitState {
     module: JITModule,
+    /// The module's target, shared with the compiling threads.
+    isa: OwnedTargetIsa,
     cache: HashMap<LoopKernel, KernelFn>,
     compiled_total: usize,
-    verify: bool,
 }
 
 // SAFETY: the module is only touched while holding the mutex, and the code it owns is never
@@ -65,12 +70,54 @@ fn new_state() -> Result<JitState, CodegenError> {
     let isa = isa_builder
         .finish(settings::Flags::new(flag_builder))
         .map_err(|e| CodegenError(format!("host ISA: {e}")))?;
-    let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-    Ok(JitState { module, cache: HashMap::new(), compiled_total: 0, verify })
+    let module = JITModule::new(JITBuilder::with_isa(isa.clone(), default_libcall_names()));
+    Ok(JitState { module, isa, cache: HashMap::new(), compiled_total: 0 })
 }
 
+/// Machine code of one kernel, compiled on any thread, to be defined in the module.
+struct CompiledKernel {
+    code: Vec<u8>,
+    alignment: u64,
+    relocs: Vec<ModuleReloc>,
+}
+
+/// Builds and compiles one kernel's function (no module access: runs on worker threads).
+fn compile_one(
+    isa: &dyn TargetIsa,
+    k: &LoopKernel,
+    id: FuncId,
+    name: &str,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<CompiledKernel, CodegenError> {
+    ctx.clear();
+    let mut sig = Signature::new(isa.default_call_conv());
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    ctx.func.signature = sig;
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        codegen::emit_kernel(&mut b, k)?;
+        b.finalize(isa.frontend_config());
+    }
+    ctx.compile(isa, &mut ControlPlane::default())
+        .map_err(|e| CodegenError(format!("compile {name}: {:?}", e.inner)))?;
+    let compiled = ctx.compiled_code().expect("compiled just above");
+    let alignment = compiled.buffer.alignment as u64;
+    let code = compiled.code_buffer().to_vec();
+    let relocs =
+        compiled.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+    Ok(CompiledKernel { code, alignment, relocs })
+}
+
+/// Fewest new kernels worth a second compiling thread (a thread costs ~50 µs; a kernel ~0.5 ms).
+const PARALLEL_MIN_KERNELS: usize = 4;
+
 /// Compiles every kernel not already in the process-wide cache (one finalize for the batch)
-/// and returns their functions in order.
+/// and returns their functions in order. New kernels are compiled on up to as many threads as
+/// the machine has cores (Cranelift compiles one function per context, independently); they
+/// are named and defined in the module in order, so the result does not depend on the split.
 pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), CodegenError> {
     let mut guard = JIT.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
@@ -79,11 +126,10 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
     let st = guard.as_mut().expect("initialised above");
     let mut timings = JitTimings::default();
     let t0 = Instant::now();
-    let mut pending: Vec<(LoopKernel, FuncId)> = Vec::new();
-    let mut ctx = st.module.make_context();
-    let mut fctx = FunctionBuilderContext::new();
+    let mut pending: Vec<(&LoopKernel, FuncId, String)> = Vec::new();
+    let mut seen: HashSet<&LoopKernel> = HashSet::new();
     for &k in kernels {
-        if st.cache.contains_key(k) || pending.iter().any(|(p, _)| p == k) {
+        if st.cache.contains_key(k) || !seen.insert(k) {
             continue;
         }
         let mut sig = st.module.make_signature();
@@ -95,21 +141,51 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
             .module
             .declare_function(&name, Linkage::Local, &sig)
             .map_err(|e| CodegenError(format!("declare {name}: {e}")))?;
-        ctx.func.signature = sig;
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            codegen::emit_kernel(&mut b, k)?;
-            b.finalize(st.module.isa().frontend_config());
+        pending.push((k, id, name));
+    }
+    let workers = if pending.len() < PARALLEL_MIN_KERNELS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(pending.len())
+    };
+    let isa = &*st.isa;
+    let next = AtomicUsize::new(0);
+    let work = || -> Vec<(usize, Result<CompiledKernel, CodegenError>)> {
+        let mut ctx = Context::new();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((k, id, name)) = pending.get(i) else { break };
+            out.push((i, compile_one(isa, k, *id, name, &mut ctx, &mut fctx)));
         }
-        st.module.define_function(id, &mut ctx).map_err(|e| {
-            let detail = match &e {
-                cranelift_module::ModuleError::Compilation(ce) => format!("{ce:?}"),
-                other => other.to_string(),
-            };
-            CodegenError(format!("compile {name}: {detail}"))
-        })?;
-        st.module.clear_context(&mut ctx);
-        pending.push((k.clone(), id));
+        out
+    };
+    let mut results: Vec<Option<Result<CompiledKernel, CodegenError>>> =
+        (0..pending.len()).map(|_| None).collect();
+    let done: Vec<(usize, Result<CompiledKernel, CodegenError>)> = if workers <= 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+            let mut all = work();
+            for h in helpers {
+                match h.join() {
+                    Ok(part) => all.extend(part),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            all
+        })
+    };
+    for (i, r) in done {
+        results[i] = Some(r);
+    }
+    for ((_, id, name), r) in pending.iter().zip(results) {
+        let c = r.expect("every pending kernel was taken by a worker")?;
+        st.module
+            .define_function_bytes(*id, c.alignment, &c.code, &c.relocs)
+            .map_err(|e| CodegenError(format!("define {name}: {e}")))?;
     }
     timings.codegen = t0.elapsed();
     let t1 = Instant::now();
@@ -119,14 +195,13 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
     timings.finalize = t1.elapsed();
     timings.compiled = pending.len();
     st.compiled_total += pending.len();
-    for (k, id) in pending {
+    for (k, id, _) in pending {
         let ptr = st.module.get_finalized_function(id);
         // SAFETY: the function was built by `emit_kernel` with exactly this signature.
         let f: KernelFn = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
-        st.cache.insert(k, f);
+        st.cache.insert(k.clone(), f);
     }
     let fns = kernels.iter().map(|k| st.cache[*k]).collect();
-    let _ = st.verify;
     Ok((fns, timings))
 }
 

@@ -183,14 +183,14 @@ fn free_view(g: &Graph, mat: &[bool], id: NodeId) -> bool {
 /// work is repeated across kernels. Views hand the decision to the node they view. One pass in
 /// reverse topological order: a node's users are final when it is visited, so materialising a
 /// shared node first lets its producers stay fused into it.
-pub(super) fn materialize_shared(g: &Graph, mat: &mut [bool]) {
+/// `users` is [`users_of`]`(g)`.
+pub(super) fn materialize_shared(g: &Graph, users: &[Vec<NodeId>], mat: &mut [bool]) {
     #[derive(Clone, Copy, PartialEq)]
     enum Sink {
         None,
         One(u32),
         Many,
     }
-    let users = users_of(g);
     let mut sink = vec![Sink::None; g.len()];
     for id in (0..g.len() as u32).rev().map(NodeId) {
         if mat[id.index()] {
@@ -710,6 +710,8 @@ pub(super) struct Builder<'a> {
     pub matmul_kernel: HashMap<BufferId, usize>,
     /// For each temporary buffer, the index of the first kernel that writes it.
     pub defined_at: HashMap<BufferId, usize>,
+    /// Kernels as they were before an epilogue was attached to them (see `BuildState::rewind`).
+    pub undo: Vec<(usize, Kernel)>,
 }
 
 impl<'a> Builder<'a> {
@@ -1010,6 +1012,7 @@ impl<'a> Builder<'a> {
 
     fn attach_epilogue(&mut self, k: usize, parts: (LoopKernel, Vec<BufferId>, Vec<NodeId>)) {
         let (mut epi, epi_args, epi_nodes) = parts;
+        self.undo.push((k, self.kernels[k].clone()));
         let kernel = &mut self.kernels[k];
         let mut remap = Vec::new();
         for b in epi_args {

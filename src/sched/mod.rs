@@ -10,6 +10,7 @@
 
 mod fuse;
 mod kernel;
+mod merge;
 mod plan;
 mod print;
 
@@ -67,92 +68,213 @@ impl Schedule {
 
 /// Schedules a verified graph. Never fails on a well-typed graph: whatever cannot be fused is
 /// materialised.
+///
+/// Lowering a kernel can find that a node it would fuse needs a buffer of its own
+/// ([`fuse::NeedsBuffer`]). The node is then materialised and the build resumes from the
+/// first root at or after it: the kernels of earlier roots only fuse nodes before them, so they
+/// are what a build from scratch would make, and only the rest is rebuilt (a training step
+/// asks about 80 times; restarting from scratch each time cost most of its schedule time).
 pub fn schedule(g: &Graph) -> Schedule {
     let graph = split_reductions(g);
     let g = &graph;
     let mut mat = fuse::initial_materialized(g);
-    loop {
-        fuse::materialize_shared(g, &mut mat);
-        match build(g, &mat) {
-            Ok((mut kernels, buffers, outputs, mut updates)) => {
-                write_updates_in_place(&mut kernels, &buffers, &outputs, &mut updates);
-                let plan = plan::plan_buffers(&kernels, &buffers, &outputs, &updates);
-                return Schedule { graph: graph.clone(), kernels, buffers, outputs, updates, plan };
-            }
+    let users = fuse::users_of(g);
+    fuse::materialize_shared(g, &users, &mut mat);
+    let mut state = BuildState::new(g);
+    let (mut kernels, buffers, outputs, mut updates) = loop {
+        match state.build(g, &mat) {
+            Ok(built) => break built,
             Err(fuse::NeedsBuffer(id)) => {
                 // each round materialises a new node, so the loop ends; asking twice would loop
                 assert!(!mat[id.index()], "internal error: lowering asked again for a buffer for {id}");
+                let before = mat.clone();
                 mat[id.index()] = true;
+                fuse::materialize_shared(g, &users, &mut mat);
+                let first = (0..g.len()).find(|&i| mat[i] != before[i]).unwrap_or(id.index());
+                state.rewind(NodeId(first as u32));
             }
         }
-    }
+    };
+    debug_assert!(
+        BuildState::new(g)
+            .build(g, &mat)
+            .is_ok_and(|fresh| fresh == (kernels.clone(), buffers.clone(), outputs.clone(), updates.clone())),
+        "internal error: the resumed schedule differs from a build from scratch"
+    );
+    let results: Vec<BufferId> = outputs.iter().copied().chain(updates.iter().map(|&(_, b)| b)).collect();
+    merge::merge_elementwise(&mut kernels, &buffers, &results);
+    write_updates_in_place(&mut kernels, &buffers, &outputs, &mut updates);
+    let plan = plan::plan_buffers(&kernels, &buffers, &outputs, &updates);
+    Schedule { graph: graph.clone(), kernels, buffers, outputs, updates, plan }
 }
 
 type Built = (Vec<Kernel>, Vec<Buffer>, Vec<BufferId>, Vec<(u32, BufferId)>);
 
-fn build(g: &Graph, mat: &[bool]) -> Result<Built, fuse::NeedsBuffer> {
-    let mut b = fuse::Builder {
-        g,
-        mat,
-        node_buffer: vec![None; g.len()],
-        buffers: Vec::new(),
-        kernels: Vec::new(),
-        use_counts: g.use_counts(),
-        matmul_kernel: HashMap::new(),
-        defined_at: HashMap::new(),
-    };
-    for id in g.node_ids() {
-        if !mat[id.index()] {
-            continue;
+/// Where the build of one root started: enough to undo it and everything after it.
+#[derive(Clone, Copy)]
+struct Mark {
+    root: NodeId,
+    kernels: usize,
+    buffers: usize,
+    undo: usize,
+}
+
+/// The kernels and buffers built so far, kept across [`fuse::NeedsBuffer`] rounds.
+struct BuildState {
+    node_buffer: Vec<Option<BufferId>>,
+    buffers: Vec<Buffer>,
+    kernels: Vec<Kernel>,
+    use_counts: Vec<u32>,
+    matmul_kernel: HashMap<BufferId, usize>,
+    defined_at: HashMap<BufferId, usize>,
+    /// Kernels as they were before an epilogue was attached to them, in attach order.
+    undo: Vec<(usize, Kernel)>,
+    /// One mark per root built, in order.
+    marks: Vec<Mark>,
+    /// The first node the next build visits.
+    resume: NodeId,
+}
+
+impl BuildState {
+    fn new(g: &Graph) -> BuildState {
+        BuildState {
+            node_buffer: vec![None; g.len()],
+            buffers: Vec::new(),
+            kernels: Vec::new(),
+            use_counts: g.use_counts(),
+            matmul_kernel: HashMap::new(),
+            defined_at: HashMap::new(),
+            undo: Vec::new(),
+            marks: Vec::new(),
+            resume: NodeId(0),
         }
-        let role = if let Op::Input { index } = g.node(id).op {
-            Some(BufferRole::Input(index))
-        } else if let Op::Param { index } = g.node(id).op {
-            Some(BufferRole::Param(index))
-        } else {
-            None
-        };
-        match role {
-            Some(role) => {
-                let ty = g.ty(id);
-                b.buffers.push(Buffer { role, dtype: ty.dtype, elems: ty.numel(), node: id });
-                b.node_buffer[id.index()] = Some(BufferId(b.buffers.len() as u32 - 1));
+    }
+
+    /// Undoes every root at or after `node` (and the output copies), so the next build starts
+    /// there.
+    fn rewind(&mut self, node: NodeId) {
+        let keep = self.marks.partition_point(|m| m.root < node);
+        self.marks.truncate(keep + 1);
+        let m = self.marks.pop().expect(
+            "a failed build leaves the mark of the failing root or the end mark, both at or after `node`",
+        );
+        while self.undo.len() > m.undo {
+            let (k, old) = self.undo.pop().expect("checked above");
+            if k < m.kernels {
+                self.kernels[k] = old;
             }
-            None => {
+        }
+        self.kernels.truncate(m.kernels);
+        self.buffers.truncate(m.buffers);
+        for b in self.node_buffer.iter_mut() {
+            if b.is_some_and(|b| b.0 as usize >= m.buffers) {
+                *b = None;
+            }
+        }
+        self.matmul_kernel.retain(|_, k| *k < m.kernels);
+        self.defined_at.retain(|b, _| (b.0 as usize) < m.buffers);
+        self.resume = node;
+    }
+
+    /// Builds the roots from `self.resume` on and then the output and update copies. On
+    /// success the state is spent; on failure, call [`BuildState::rewind`] before the next
+    /// build.
+    fn build(&mut self, g: &Graph, mat: &[bool]) -> Result<Built, fuse::NeedsBuffer> {
+        let mut b = fuse::Builder {
+            g,
+            mat,
+            node_buffer: std::mem::take(&mut self.node_buffer),
+            buffers: std::mem::take(&mut self.buffers),
+            kernels: std::mem::take(&mut self.kernels),
+            use_counts: std::mem::take(&mut self.use_counts),
+            matmul_kernel: std::mem::take(&mut self.matmul_kernel),
+            defined_at: std::mem::take(&mut self.defined_at),
+            undo: std::mem::take(&mut self.undo),
+        };
+        let result = self.build_from(&mut b);
+        self.node_buffer = b.node_buffer;
+        self.buffers = b.buffers;
+        self.kernels = b.kernels;
+        self.use_counts = b.use_counts;
+        self.matmul_kernel = b.matmul_kernel;
+        self.defined_at = b.defined_at;
+        self.undo = b.undo;
+        let (outputs, updates) = result?;
+        Ok((std::mem::take(&mut self.kernels), std::mem::take(&mut self.buffers), outputs, updates))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn build_from(
+        &mut self,
+        b: &mut fuse::Builder<'_>,
+    ) -> Result<(Vec<BufferId>, Vec<(u32, BufferId)>), fuse::NeedsBuffer> {
+        let (g, mat) = (b.g, b.mat);
+        for (i, _) in mat.iter().enumerate().skip(self.resume.index()).filter(|(_, m)| **m) {
+            let id = NodeId(i as u32);
+            self.marks.push(Mark {
+                root: id,
+                kernels: b.kernels.len(),
+                buffers: b.buffers.len(),
+                undo: b.undo.len(),
+            });
+            let role = if let Op::Input { index } = g.node(id).op {
+                Some(BufferRole::Input(index))
+            } else if let Op::Param { index } = g.node(id).op {
+                Some(BufferRole::Param(index))
+            } else {
+                None
+            };
+            match role {
+                Some(role) => {
+                    let ty = g.ty(id);
+                    b.buffers.push(Buffer { role, dtype: ty.dtype, elems: ty.numel(), node: id });
+                    b.node_buffer[id.index()] = Some(BufferId(b.buffers.len() as u32 - 1));
+                }
+                None => {
+                    let buf = b.new_temp(id);
+                    b.node_buffer[id.index()] = Some(buf);
+                    b.defined_at.insert(buf, b.kernels.len());
+                    b.build_root(id, buf)?;
+                }
+            }
+        }
+        self.resume = NodeId(g.len() as u32);
+        // the end of the roots: rewinding to a node no root is at or after lands here
+        self.marks.push(Mark {
+            root: NodeId(g.len() as u32),
+            kernels: b.kernels.len(),
+            buffers: b.buffers.len(),
+            undo: b.undo.len(),
+        });
+        // outputs and updates that are leaves themselves are copied into a temporary
+        let mut copies: HashMap<NodeId, BufferId> = HashMap::new();
+        let mut result_buffer =
+            |b: &mut fuse::Builder<'_>, id: NodeId| -> Result<BufferId, fuse::NeedsBuffer> {
+                if !g.node(id).op.is_leaf() {
+                    return Ok(b.node_buffer[id.index()].expect("outputs are materialised"));
+                }
+                if let Some(&buf) = copies.get(&id) {
+                    return Ok(buf);
+                }
                 let buf = b.new_temp(id);
-                b.node_buffer[id.index()] = Some(buf);
                 b.defined_at.insert(buf, b.kernels.len());
                 b.build_root(id, buf)?;
+                copies.insert(id, buf);
+                Ok(buf)
+            };
+        let mut outputs = Vec::new();
+        for o in &g.outputs {
+            outputs.push(result_buffer(b, o.node)?);
+        }
+        let mut updates = Vec::new();
+        for &(p, n) in &g.updates {
+            if g.node(n).op == (Op::Param { index: p }) {
+                continue; // the parameter keeps its value
             }
+            updates.push((p, result_buffer(b, n)?));
         }
+        Ok((outputs, updates))
     }
-    // outputs and updates that are leaves themselves are copied into a temporary
-    let mut copies: HashMap<NodeId, BufferId> = HashMap::new();
-    let mut result_buffer = |b: &mut fuse::Builder<'_>, id: NodeId| -> Result<BufferId, fuse::NeedsBuffer> {
-        if !g.node(id).op.is_leaf() {
-            return Ok(b.node_buffer[id.index()].expect("outputs are materialised"));
-        }
-        if let Some(&buf) = copies.get(&id) {
-            return Ok(buf);
-        }
-        let buf = b.new_temp(id);
-        b.defined_at.insert(buf, b.kernels.len());
-        b.build_root(id, buf)?;
-        copies.insert(id, buf);
-        Ok(buf)
-    };
-    let mut outputs = Vec::new();
-    for o in &g.outputs {
-        outputs.push(result_buffer(&mut b, o.node)?);
-    }
-    let mut updates = Vec::new();
-    for &(p, n) in &g.updates {
-        if g.node(n).op == (Op::Param { index: p }) {
-            continue; // the parameter keeps its value
-        }
-        updates.push((p, result_buffer(&mut b, n)?));
-    }
-    Ok((b.kernels, b.buffers, outputs, updates))
 }
 
 /// Lets the kernel that computes a parameter's new value store it straight into the
