@@ -91,6 +91,9 @@ pub struct Executable {
     timings: StageTimings,
 }
 
+/// Chunks per thread of a loop kernel split over the pool.
+const LOOP_CHUNKS_PER_THREAD: usize = 4;
+
 /// Default work (elements x passes) below which a kernel runs on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 15;
 
@@ -381,10 +384,13 @@ fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
                 unsafe { f(args.0.as_ptr(), 0, *range as i64) };
                 return;
             }
-            pool.run(&|t| {
-                let (s, e) = chunk(*range, n, t);
+            // a few chunks per thread, claimed dynamically: a thread that is late (no free
+            // core) leaves its chunks to the others; rows are computed alike in any chunk
+            let chunks = (n * LOOP_CHUNKS_PER_THREAD).min(*range);
+            pool.run(chunks, &|t| {
+                let (s, e) = chunk(*range, chunks, t);
                 if s < e {
-                    // SAFETY: as above; threads get disjoint row ranges.
+                    // SAFETY: as above; chunks are disjoint row ranges.
                     unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
                 }
             });
@@ -407,11 +413,8 @@ fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
             if n <= 1 {
                 job(0);
             } else {
-                pool.run(&|t| {
-                    if t < n {
-                        job(t)
-                    }
-                });
+                // one chunk per thread (each chunk packs the right-hand operand again)
+                pool.run(n, &job);
             }
         }
     }
