@@ -440,9 +440,9 @@ impl Gen<'_, '_> {
         self.b.seal_block(head);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
-        for (ri, &r) in reds.iter().enumerate() {
-            for u in 0..groups {
-                self.group_slots[r][u] = Some(self.b.use_var(acc[ri][u]));
+        for (vars, &r) in acc.iter().zip(&reds) {
+            for (u, &var) in vars.iter().enumerate() {
+                self.group_slots[r][u] = Some(self.b.use_var(var));
             }
         }
         for (si, s) in k.stores.iter().enumerate() {
