@@ -6,6 +6,12 @@
 //! four f32x4 bodies (16 elements, four accumulators per reduction), a loop of one f32x4 body,
 //! and a scalar tail. Passes with strided, indirect or sequential work (scans, arg-max, top-k,
 //! scatter) run the scalar loop only.
+//!
+//! Row-blocked mode: when no pass vectorises along `j` but consecutive rows are consecutive in
+//! memory (column sums: bias and layer-norm parameter gradients), the lanes are four rows
+//! instead: blocks of 16 rows (four vectors, independent accumulators) and of 4 rows run one
+//! scalar `j` loop, and the rows left over (range ends, wraps of the last outer dimension) take
+//! the scalar path. Each row sees the same operations in the same order either way.
 
 use super::math;
 use super::scalar_calls::{self, clif_type, emit_call};
@@ -40,7 +46,15 @@ struct Gen<'a, 'f> {
     row_expr: HashMap<ExprId, Value>,
     row_store: Vec<Value>,
     slots: Vec<Option<Value>>,
+    /// Row-blocked mode (see [`row_blockable`]): the row group (four consecutive rows, one per
+    /// lane) being evaluated; `None` in the ordinary mode, where lanes are consecutive `j`.
+    group: Option<usize>,
+    /// Row-blocked mode: each slot's value for each row group of the block (`f32x4` / `i32x4`).
+    group_slots: Vec<[Option<Value>; BLOCK_GROUPS]>,
 }
+
+/// Row groups (of four rows) in a full block of the row-blocked mode.
+const BLOCK_GROUPS: usize = 4;
 
 /// Emits the whole function body into `b` (whose signature is `(i64, i64, i64)`).
 pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), CodegenError> {
@@ -70,12 +84,15 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
         row_expr: HashMap::new(),
         row_store: Vec::new(),
         slots: vec![None; k.reductions.len()],
+        group: None,
+        group_slots: vec![[None; BLOCK_GROUPS]; k.reductions.len()],
     };
     match k.split {
         Split::Elements => {
             let row = g.b.ins().iconst(types::I64, 0);
             g.emit_row(row, start, end);
         }
+        Split::Rows if g.row_blockable() => g.emit_row_blocks(start, end),
         Split::Rows | Split::Serial => {
             let r = g.b.declare_var(types::I64);
             g.b.def_var(r, start);
@@ -163,6 +180,14 @@ impl Gen<'_, '_> {
     }
 
     fn emit_row(&mut self, row: Value, j0: Value, j1: Value) {
+        self.row_bases(row);
+        for p in 0..self.k.passes {
+            self.emit_pass(p, j0, j1);
+        }
+    }
+
+    /// Computes the row base address of every access (and clears the slots) for `row`.
+    fn row_bases(&mut self, row: Value) {
         let k = self.k;
         // coordinates of the row in the outer dimensions (row-major)
         let mut coords = vec![row; k.outer.len()];
@@ -196,8 +221,8 @@ impl Gen<'_, '_> {
         for s in self.slots.iter_mut() {
             *s = None;
         }
-        for p in 0..k.passes {
-            self.emit_pass(p, j0, j1);
+        for s in self.group_slots.iter_mut() {
+            *s = [None; BLOCK_GROUPS];
         }
     }
 
@@ -249,6 +274,185 @@ impl Gen<'_, '_> {
             StoreSource::Slot(_) => true,
             StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
         })
+    }
+
+    /// Whether the kernel runs in the row-blocked mode: no pass can vectorise along `j` (its
+    /// accesses are strided there, e.g. a column sum walking down the rows), but consecutive
+    /// rows are consecutive in memory for every access that depends on the row (the last outer
+    /// dimension has stride 1; stride 0 is a value shared by the rows). Lanes are then four
+    /// consecutive rows evaluated with the same scalar `j` loop, so each row sees the same
+    /// operations in the same order as on the scalar path, which runs the rows left over.
+    fn row_blockable(&self) -> bool {
+        let k = self.k;
+        let Some(last) = k.outer.len().checked_sub(1) else { return false };
+        (0..k.passes).all(|p| {
+            let needed = self.needed(p);
+            !self.vectorizable(p, &needed) && self.row_vectorizable(p, &needed, last)
+        })
+    }
+
+    fn row_vectorizable(&self, p: u32, needed: &[ExprId], last: usize) -> bool {
+        let k = self.k;
+        let exprs_ok = needed.iter().all(|&e| match &k.exprs[e as usize] {
+            Expr::Load { access, .. } => matches!(access.outer[last], 0 | 1),
+            Expr::GatherLoad { .. } | Expr::Index { .. } | Expr::Random { .. } => false,
+            Expr::Const { .. }
+            | Expr::RowScalar { .. }
+            | Expr::Unary { .. }
+            | Expr::Binary { .. }
+            | Expr::Select { .. }
+            | Expr::Cast { .. } => true,
+        });
+        let reds_ok = k.reductions.iter().all(|r| r.pass != p || r.kind != ReduceKind::ArgMax);
+        let stores_ok = k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
+            StoreSource::Elem(_) | StoreSource::Slot(_) => s.access.outer[last] == 1,
+            StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
+        });
+        exprs_ok && reds_ok && stores_ok
+    }
+
+    /// The row loop of the row-blocked mode: blocks of 16 rows (four vectors), then of 4 rows,
+    /// then single rows on the ordinary (scalar) path. A block never crosses the end of the
+    /// range or a wrap of the last outer dimension (where rows stop being consecutive).
+    fn emit_row_blocks(&mut self, start: Value, end: Value) {
+        let k = self.k;
+        let line = *k.outer.last().expect("row-blocked kernels have outer dimensions") as i64;
+        let r = self.b.declare_var(types::I64);
+        self.b.def_var(r, start);
+        let head = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let rv = self.b.use_var(r);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, rv, end);
+        let first = self.b.create_block();
+        self.b.ins().brif(more, first, &[], exit, &[]);
+        self.b.switch_to_block(first);
+        self.b.seal_block(first);
+        for groups in [BLOCK_GROUPS, 1] {
+            let size = 4 * groups as i64;
+            let block = self.b.create_block();
+            let next = self.b.create_block();
+            let rv = self.b.use_var(r);
+            let rn = self.b.ins().iadd_imm_s(rv, size);
+            let mut fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, rn, end);
+            if k.outer.len() > 1 {
+                // the block stays within one line of the last dimension
+                let pos = self.b.ins().urem_imm_u(rv, line);
+                let pn = self.b.ins().iadd_imm_s(pos, size);
+                let in_line = self.b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, pn, line);
+                fits = self.b.ins().band(fits, in_line);
+            }
+            self.b.ins().brif(fits, block, &[], next, &[]);
+            self.b.switch_to_block(block);
+            self.b.seal_block(block);
+            self.row_bases(rv);
+            for p in 0..k.passes {
+                self.emit_block_pass(p, groups);
+            }
+            self.group = None;
+            self.b.def_var(r, rn);
+            self.b.ins().jump(head, &[]);
+            self.b.switch_to_block(next);
+            self.b.seal_block(next);
+        }
+        let rv = self.b.use_var(r);
+        let j0 = self.b.ins().iconst(types::I64, 0);
+        let j1 = self.b.ins().iconst(types::I64, k.inner as i64);
+        self.emit_row(rv, j0, j1);
+        let rv = self.b.use_var(r);
+        let rn = self.b.ins().iadd_imm_s(rv, 1);
+        self.b.def_var(r, rn);
+        self.b.ins().jump(head, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    /// Pass `p` of a row block of `groups` groups of four rows: one `j` loop whose body
+    /// evaluates every group (independent accumulators, one row per lane).
+    fn emit_block_pass(&mut self, p: u32, groups: usize) {
+        let k = self.k;
+        let needed = self.needed(p);
+        // j-invariant values, once per group and pass (they may differ between rows)
+        let mut inv: Vec<Memo> = Vec::new();
+        for u in 0..groups {
+            self.group = Some(u);
+            let mut memo = Memo::new();
+            for &e in &needed {
+                if self.invariant[e as usize] {
+                    self.eval(e, true, None, &mut memo);
+                }
+            }
+            inv.push(memo);
+        }
+        let reds: Vec<usize> = (0..k.reductions.len()).filter(|&i| k.reductions[i].pass == p).collect();
+        let mut acc: Vec<Vec<Variable>> = Vec::new();
+        for &r in &reds {
+            let red = &k.reductions[r];
+            let dt = k.types[red.value as usize];
+            let vars = (0..groups)
+                .map(|_| {
+                    let v = self.b.declare_var(clif_type(dt == DType::F32, true));
+                    let init = self.reduce_init(red.kind, dt, true);
+                    self.b.def_var(v, init);
+                    v
+                })
+                .collect();
+            acc.push(vars);
+        }
+        let j = self.b.declare_var(types::I64);
+        let j0 = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(j, j0);
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let jv = self.b.use_var(j);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, jv, k.inner as i64);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        let jv = self.b.use_var(j);
+        for (u, inv_u) in inv.iter().enumerate() {
+            self.group = Some(u);
+            let mut memo = inv_u.clone();
+            for (ri, &r) in reds.iter().enumerate() {
+                let red = &k.reductions[r];
+                let v = self.eval(red.value, true, Some(jv), &mut memo);
+                let dt = k.types[red.value as usize];
+                let a = self.b.use_var(acc[ri][u]);
+                let c = self.combine(red.kind, dt, a, v);
+                self.b.def_var(acc[ri][u], c);
+            }
+            for (si, s) in k.stores.iter().enumerate() {
+                if let (true, StoreSource::Elem(v)) = (s.pass == p, &s.source) {
+                    let val = self.eval(*v, true, Some(jv), &mut memo);
+                    let addr = self.addr_at(self.row_store[si], s.access.inner, jv);
+                    self.b.ins().store(flags(), val, addr, 16 * u as i32);
+                }
+            }
+        }
+        let jn = self.b.ins().iadd_imm_s(jv, 1);
+        self.b.def_var(j, jn);
+        self.b.ins().jump(head, &[]);
+        self.b.seal_block(body);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        for (vars, &r) in acc.iter().zip(&reds) {
+            for (u, &var) in vars.iter().enumerate() {
+                self.group_slots[r][u] = Some(self.b.use_var(var));
+            }
+        }
+        for (si, s) in k.stores.iter().enumerate() {
+            if let (true, StoreSource::Slot(slot)) = (s.pass == p, &s.source) {
+                for u in 0..groups {
+                    let v = self.group_slots[*slot as usize][u].expect("slot computed in this pass");
+                    self.b.ins().store(flags(), v, self.row_store[si], 16 * u as i32);
+                }
+            }
+        }
     }
 
     // the unroll index selects both the offset and the accumulator set
@@ -653,7 +857,7 @@ impl Gen<'_, '_> {
         let dt = k.types[e as usize];
         let float = dt == DType::F32;
         let ty = clif_type(float, vector);
-        if vector && self.invariant[e as usize] {
+        if vector && self.invariant[e as usize] && self.group.is_none() {
             let s = self.eval(e, false, None, memo);
             let v = self.b.ins().splat(ty, s);
             memo.insert((e, true), v);
@@ -673,18 +877,25 @@ impl Gen<'_, '_> {
             }
             Expr::Load { access, .. } => {
                 let base = self.row_expr[&e];
-                match jv {
-                    None => {
-                        let s = self.b.ins().load(clif_type(float, false), flags(), base, 0);
-                        if vector { self.b.ins().splat(ty, s) } else { s }
-                    }
-                    Some(j) => {
-                        let addr = self.addr_at(base, access.inner, j);
-                        self.b.ins().load(ty, flags(), addr, 0)
-                    }
+                let addr = match jv {
+                    None => base,
+                    Some(j) => self.addr_at(base, access.inner, j),
+                };
+                // what the lanes walk: j (ordinary mode) or the rows of a group (row-blocked
+                // mode, where a load with outer stride 0 is one value for every row)
+                let (lanes_vary, offset) = match self.group {
+                    None => (jv.is_some(), 0),
+                    Some(u) => (access.outer.last() != Some(&0), 16 * u as i32),
+                };
+                if vector && lanes_vary {
+                    self.b.ins().load(ty, flags(), addr, offset)
+                } else {
+                    let s = self.b.ins().load(clif_type(float, false), flags(), addr, 0);
+                    if vector { self.b.ins().splat(ty, s) } else { s }
                 }
             }
             Expr::GatherLoad { access, index, rows, row_stride, .. } => {
+                debug_assert!(self.group.is_none(), "gathers are not row-blocked");
                 let idx = self.eval(*index, false, j, memo);
                 let valid = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, idx, *rows as i64);
                 let zero32 = self.b.ins().iconst(types::I32, 0);
@@ -701,8 +912,12 @@ impl Gen<'_, '_> {
                 let s = self.b.ins().select(valid, loaded, z);
                 if vector && !lty.is_vector() { self.b.ins().splat(ty, s) } else { s }
             }
-            Expr::Index { access } => self.index_value(e, access.inner, vector, jv),
+            Expr::Index { access } => {
+                debug_assert!(self.group.is_none(), "iota is not row-blocked");
+                self.index_value(e, access.inner, vector, jv)
+            }
             Expr::Random { key, stream, access } => {
+                debug_assert!(self.group.is_none(), "random values are not row-blocked");
                 // `ir::random_uniform_value`, inline on i32 lanes (wrapping ops only)
                 let index = self.index_value(e, access.inner, vector, jv);
                 let keyv = self.eval(*key, vector, j, memo);
@@ -727,10 +942,15 @@ impl Gen<'_, '_> {
                 let scale = if vector { self.b.ins().splat(ty, scale) } else { scale };
                 self.b.ins().fmul(f, scale)
             }
-            Expr::RowScalar { slot } => {
-                let s = self.slots[*slot as usize].expect("row scalar computed in an earlier pass");
-                if vector { self.b.ins().splat(ty, s) } else { s }
-            }
+            Expr::RowScalar { slot } => match self.group {
+                Some(u) => {
+                    self.group_slots[*slot as usize][u].expect("row scalar computed in an earlier pass")
+                }
+                None => {
+                    let s = self.slots[*slot as usize].expect("row scalar computed in an earlier pass");
+                    if vector { self.b.ins().splat(ty, s) } else { s }
+                }
+            },
             Expr::Unary { op, x } => {
                 let xv = self.eval(*x, vector, j, memo);
                 self.unary(*op, dt, xv, vector)

@@ -200,7 +200,30 @@ impl Vectors<'_, '_> {
         let x = self.sel_c(above, 89.0, x);
         let below = self.cmp_c(FloatCC::LessThan, x, -104.0);
         let x = self.sel_c(below, -104.0, x);
+        let (y, ni) = self.exp_parts(x);
+        let n1 = self.b.ins().sshr_imm_u(ni, 1);
+        let n2 = self.b.ins().isub(ni, n1);
+        let s1 = self.pow2(n1);
+        let s2 = self.pow2(n2);
+        let y = self.b.ins().fmul(y, s1);
+        self.b.ins().fmul(y, s2)
+    }
 
+    /// `exp(x)` for `x <= 0` where results below `exp(-87)` (about `1.6e-38`, the bottom of the
+    /// normal range) may be replaced by `exp(-87)`: `x` is clamped there, so `2^n` is one normal
+    /// power of two and a single exact scaling. Equal to [`Self::exp`] wherever that result is
+    /// at least `exp(-87)`; positive `x` is not handled.
+    fn exp_nonpositive(&mut self, x: Value) -> Value {
+        let below = self.cmp_c(FloatCC::LessThan, x, -87.0);
+        let x = self.sel_c(below, -87.0, x);
+        let (y, ni) = self.exp_parts(x);
+        let s = self.pow2(ni);
+        self.b.ins().fmul(y, s)
+    }
+
+    /// `x = n ln2 + r`: returns `e^r` and `n` as integer lanes (`exp(x) = e^r 2^n`). `x` must be
+    /// clamped so that `|n| < 2^22`.
+    fn exp_parts(&mut self, x: Value) -> (Value, Value) {
         let log2e = self.f(std::f32::consts::LOG2_E);
         let magic = self.f(ROUND_MAGIC);
         let k = self.fma(x, log2e, magic);
@@ -233,12 +256,7 @@ impl Vectors<'_, '_> {
         let kb = self.bits(k);
         let mb = self.i(ROUND_MAGIC.to_bits() as i32);
         let ni = self.b.ins().isub(kb, mb);
-        let n1 = self.b.ins().sshr_imm_u(ni, 1);
-        let n2 = self.b.ins().isub(ni, n1);
-        let s1 = self.pow2(n1);
-        let s2 = self.pow2(n2);
-        let y = self.b.ins().fmul(y, s1);
-        self.b.ins().fmul(y, s2)
+        (y, ni)
     }
 
     /// `2^n` for integer lanes `n` in [-126, 127].
@@ -382,7 +400,8 @@ impl Vectors<'_, '_> {
         let r = self.fma(r, t, c);
         let neg_t = self.b.ins().fneg(t);
         let r = self.fma(r, t, neg_t);
-        let e = self.exp(r);
+        // r <= 0 on the lanes this branch is taken for; below -87, 1 - e rounds to 1 anyway
+        let e = self.exp_nonpositive(r);
         let one = self.f(1.0);
         let large = self.b.ins().fsub(one, e);
         let sign = self.sign_bits(x);
