@@ -90,6 +90,8 @@ pub struct BenchResult {
     pub kernels_compiled: usize,
     pub flops: u64,
     pub params: usize,
+    /// Bytes of the planned temporaries (slots after reuse) and without reuse.
+    pub temp_bytes: (usize, usize),
     pub time: Stats,
     /// Per-kernel times, slowest first (with `BenchOptions::profile`).
     pub profile: Option<Vec<KernelTime>>,
@@ -136,6 +138,8 @@ impl BenchResult {
             "kernels_compiled": self.kernels_compiled,
             "flops": self.flops,
             "params": self.params,
+            "temp_bytes": self.temp_bytes.0,
+            "temp_bytes_unplanned": self.temp_bytes.1,
             "iters": self.time.iters,
             "warmup": self.time.warmup,
             "median_ms": ms(self.time.median),
@@ -387,6 +391,7 @@ pub fn bench_train(prog: &Program, run: &str, opts: &BenchOptions) -> Result<Ben
         kernels_compiled: exe.timings().kernels_compiled,
         flops: exe.graph().flops(),
         params: exe.graph().params.iter().map(|p| p.ty.numel()).sum(),
+        temp_bytes: (exe.schedule().plan.total_bytes(), exe.schedule().plan.unplanned_bytes),
         time,
         profile,
     })
@@ -501,6 +506,7 @@ pub fn bench_model(
         kernels_compiled: exe.timings().kernels_compiled,
         flops: exe.graph().flops(),
         params: exe.graph().params.iter().map(|p| p.ty.numel()).sum(),
+        temp_bytes: (exe.schedule().plan.total_bytes(), exe.schedule().plan.unplanned_bytes),
         time,
         profile,
     })

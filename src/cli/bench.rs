@@ -144,6 +144,12 @@ fn print_result(r: &BenchResult, a: &BenchArgs) {
         r.kernels,
         r.kernels_compiled
     );
+    println!(
+        "  memory: {:.1} MiB of temporaries ({:.1} MiB without buffer reuse), {} parameters",
+        r.temp_bytes.0 as f64 / 1048576.0,
+        r.temp_bytes.1 as f64 / 1048576.0,
+        r.params
+    );
     if let Some(d) = r.data_seconds {
         println!("  data block prepared in {:.1} ms (not counted above)", ms(d));
     }

@@ -6,9 +6,11 @@
 pub mod checkpoint;
 mod init;
 mod pool;
+mod zeroed;
 
 pub use init::init_params;
 pub use pool::ThreadPool;
+use zeroed::ZeroedBuf;
 
 use crate::ir::{DType, Graph, ShapeDisplay};
 use crate::jit::{self, KernelFn};
@@ -85,7 +87,7 @@ pub struct Executable {
     /// Storage: inputs, parameters and plan slots, 4-byte elements.
     inputs: Vec<Vec<u32>>,
     params: Vec<Vec<u32>>,
-    slots: Vec<Vec<u32>>,
+    slots: Vec<ZeroedBuf>,
     pool: ThreadPool,
     parallel_min_work: usize,
     timings: StageTimings,
@@ -120,7 +122,7 @@ impl Executable {
         let t_init = Instant::now();
         let inputs: Vec<Vec<u32>> = schedule.graph.inputs.iter().map(|i| vec![0u32; i.ty.numel()]).collect();
         let params: Vec<Vec<u32>> = schedule.graph.params.iter().map(|p| vec![0u32; p.ty.numel()]).collect();
-        let slots: Vec<Vec<u32>> = schedule.plan.slots.iter().map(|&n| vec![0u32; n]).collect();
+        let slots: Vec<ZeroedBuf> = schedule.plan.slots.iter().map(|&n| ZeroedBuf::new(n)).collect();
         let mut exe = Executable {
             schedule,
             steps: Vec::new(),
@@ -329,7 +331,7 @@ fn buffer_ptr(
     schedule: &Schedule,
     inputs: &mut [Vec<u32>],
     params: &mut [Vec<u32>],
-    slots: &mut [Vec<u32>],
+    slots: &mut [ZeroedBuf],
     b: sched::BufferId,
 ) -> *mut u8 {
     match schedule.buffers[b.0 as usize].role {
