@@ -169,8 +169,10 @@ fn reductions_and_argmax_match_reference() {
 
 #[test]
 fn matmul_matches_reference() {
-    for (c, &(m, k, n)) in [(1usize, 1usize, 1usize), (3, 5, 17), (17, 63, 5), (63, 17, 3)].iter().enumerate()
-    {
+    // m = 1 takes the unpacked one-row path (both layouts of B, a strided A, k over its
+    // 1024-element gather buffer)
+    let shapes = [(1usize, 1usize, 1usize), (3, 5, 17), (17, 63, 5), (63, 17, 3), (1, 70, 37), (1, 1100, 9)];
+    for (c, &(m, k, n)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for batch in [&[][..], &[3][..], &[2, 3][..]] {
                 let mut g = Graph::new(format!("matmul_{m}x{k}x{n}_ta{ta}_tb{tb}_b{}", batch.len()));

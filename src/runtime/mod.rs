@@ -4,6 +4,7 @@
 //! safetensors keyed by parameter path.
 
 pub mod checkpoint;
+mod gemv;
 mod init;
 mod pool;
 mod zeroed;
@@ -450,6 +451,12 @@ unsafe fn matmul_rows(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize)
             let a = (args[mm.a.buf as usize] as *const f32).offset(oa as isize);
             let bp = (args[mm.b.buf as usize] as *const f32).offset(ob as isize);
             let c = (args[mm.c.buf as usize] as *mut f32).offset(oc as isize);
+            // one-row products (by shape, so every thread count takes the same path)
+            if mm.m == 1 && mm.k > 0 && gemv::applies(mm.b.rs as isize, mm.b.cs as isize, mm.c.cs as isize) {
+                gemv::gemv_row(mm.k, mm.n, a, mm.a.cs as isize, bp, mm.b.rs as isize, mm.b.cs as isize, c);
+                r += 1;
+                continue;
+            }
             matrixmultiply::sgemm(
                 i1 - i0,
                 mm.k,
