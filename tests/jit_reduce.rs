@@ -141,3 +141,33 @@ fn multi_pass_column_kernels_match_reference() {
         check_graph(&g, &name, c as u64);
     }
 }
+
+/// Row kernels whose row length is known when compiling emit only the loops that can run
+/// (no 16-wide loop under 16 elements, no 4-wide loop for a remainder under 4, no scalar tail
+/// after a multiple of 4): elementwise, one-pass and multi-pass row kernels over row lengths
+/// around those widths.
+#[test]
+fn row_lengths_around_vector_widths_match_reference() {
+    for n in [1usize, 2, 3, 4, 5, 8, 12, 15, 16, 17, 19, 20, 32, 36, 47] {
+        let mut g = Graph::new(format!("rows_{n}"));
+        let x = input(&mut g, "x", DType::F32, &[5, n]);
+        let e = g.unary(UnaryOp::Exp, x);
+        let y = g.binary(BinaryOp::Mul, e, x);
+        g.add_output("y", y);
+        let sq = g.binary(BinaryOp::Mul, x, x);
+        let s = g.reduce(ReduceOp::Sum, sq, vec![1]);
+        g.add_output("s", s);
+        // softmax: max, then sum of exp, then the normalised values (three passes)
+        let m = g.reduce(ReduceOp::Max, x, vec![1]);
+        let mb = g.add(Op::Reshape, &[m], Some(TensorType::new(DType::F32, vec![5, 1])));
+        let mb = g.add(Op::Broadcast, &[mb], Some(TensorType::new(DType::F32, vec![5, n])));
+        let d = g.binary(BinaryOp::Sub, x, mb);
+        let ex = g.unary(UnaryOp::Exp, d);
+        let z = g.reduce(ReduceOp::Sum, ex, vec![1]);
+        let zb = g.add(Op::Reshape, &[z], Some(TensorType::new(DType::F32, vec![5, 1])));
+        let zb = g.add(Op::Broadcast, &[zb], Some(TensorType::new(DType::F32, vec![5, n])));
+        let p = g.binary(BinaryOp::Div, ex, zb);
+        g.add_output("p", p);
+        check_graph(&g, &g.name.clone(), n as u64);
+    }
+}

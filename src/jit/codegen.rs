@@ -460,7 +460,10 @@ impl Gen<'_, '_> {
     fn emit_pass(&mut self, p: u32, j0: Value, j1: Value) {
         let k = self.k;
         let needed = self.needed(p);
-        let vector = self.vectorizable(p, &needed);
+        // rows run j over 0..inner, known now: loops that cannot run are not emitted (less
+        // code to compile; flat kernels get a thread's element range at run time)
+        let n_static = (k.split != Split::Elements).then_some(k.inner as i64);
+        let vector = self.vectorizable(p, &needed) && n_static.is_none_or(|n| n >= 4);
         // j-invariant values, once per row and pass
         let mut inv_scalar: Memo = HashMap::new();
         for &e in &needed {
@@ -527,6 +530,10 @@ impl Gen<'_, '_> {
             .collect();
         if vector {
             for (step, unroll) in [(16i64, 4usize), (4, 1)] {
+                // what is left for the 4-wide loop is n % 16 (n itself when n < 16)
+                if n_static.is_some_and(|n| (step == 16 && n < 16) || (step == 4 && n % 16 < 4)) {
+                    continue;
+                }
                 let head = self.b.create_block();
                 let body = self.b.create_block();
                 let exit = self.b.create_block();
@@ -577,7 +584,7 @@ impl Gen<'_, '_> {
             }
         }
         // scalar loop (the tail of the vector loops, or the whole pass)
-        {
+        if !(vector && n_static.is_some_and(|n| n % 4 == 0)) {
             let head = self.b.create_block();
             let body = self.b.create_block();
             let exit = self.b.create_block();
