@@ -171,7 +171,16 @@ fn reductions_and_argmax_match_reference() {
 fn matmul_matches_reference() {
     // m = 1 takes the unpacked one-row path (both layouts of B, a strided A, k over its
     // 1024-element gather buffer)
-    let shapes = [(1usize, 1usize, 1usize), (3, 5, 17), (17, 63, 5), (63, 17, 3), (1, 70, 37), (1, 1100, 9)];
+    // m < n >= 32 splits by columns at 2 threads
+    let shapes = [
+        (1usize, 1usize, 1usize),
+        (3, 5, 17),
+        (17, 63, 5),
+        (63, 17, 3),
+        (1, 70, 37),
+        (1, 1100, 9),
+        (5, 20, 70),
+    ];
     for (c, &(m, k, n)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for batch in [&[][..], &[3][..], &[2, 3][..]] {

@@ -401,33 +401,62 @@ fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
         Step::MatMul { mm, args, epilogue } => {
             let rows = mm.rows();
             let work = rows * mm.n * mm.k.max(1);
-            let n = if work < min_work { 1 } else { pool.threads().min(rows) };
+            let n = if work < min_work { 1 } else { pool.threads() };
+            // Each part of a split product packs the operand it does not split again: split
+            // the rows when A (m x k) is the larger operand, the columns when B (k x n) is,
+            // in blocks of whole micro-kernel tiles.
+            let by_columns = n > 1 && mm.m < mm.n && mm.n >= COLUMN_BLOCK * n;
+            let parts = if by_columns { n } else { n.min(rows) };
             let job = |t: usize| {
-                let (s, e) = chunk(rows, n, t);
+                if by_columns {
+                    let blocks = mm.n.div_ceil(COLUMN_BLOCK);
+                    let (b0, b1) = chunk(blocks, parts, t);
+                    let (c0, c1) = (b0 * COLUMN_BLOCK, (b1 * COLUMN_BLOCK).min(mm.n));
+                    if c0 < c1 {
+                        // SAFETY: operand views were checked by the scheduler to lie inside
+                        // their buffers; parts write disjoint output columns.
+                        unsafe { matmul_block(mm, &args.0, 0, rows, c0, c1) };
+                    }
+                    return;
+                }
+                let (s, e) = chunk(rows, parts, t);
                 if s < e {
-                    // SAFETY: operand views were checked by the scheduler to lie inside their
-                    // buffers; threads write disjoint output rows.
-                    unsafe { matmul_rows(mm, &args.0, s, e) };
+                    // SAFETY: as above; parts write disjoint output rows.
+                    unsafe { matmul_block(mm, &args.0, s, e, 0, mm.n) };
                     if let Some(f) = epilogue {
                         unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
                     }
                 }
             };
-            if n <= 1 {
+            if parts <= 1 {
                 job(0);
             } else {
-                // one chunk per thread (each chunk packs the right-hand operand again)
-                pool.run(n, &job);
+                pool.run(parts, &job);
+            }
+            if by_columns && let Some(f) = epilogue {
+                // the epilogue runs over whole rows, once every column is done
+                let chunks = n.min(rows);
+                pool.run(chunks, &|t| {
+                    let (s, e) = chunk(rows, chunks, t);
+                    if s < e {
+                        // SAFETY: the epilogue reads and writes only these rows.
+                        unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
+                    }
+                });
             }
         }
     }
 }
 
-/// Output rows `r0..r1` (over `batch x m`) of a strided batched GEMM.
+/// Columns per block when a product is split by columns (a multiple of the GEMM's register
+/// tile width).
+const COLUMN_BLOCK: usize = 16;
+
+/// Output rows `r0..r1` (over `batch x m`), columns `c0..c1` of a strided batched GEMM.
 ///
 /// # Safety
 /// `args` must hold the kernel's buffers, large enough for every operand view.
-unsafe fn matmul_rows(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize) {
+unsafe fn matmul_block(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize, c0: usize, c1: usize) {
     let m = mm.m.max(1);
     let mut r = r0;
     while r < r1 {
@@ -445,7 +474,9 @@ unsafe fn matmul_rows(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize)
             oc += c * mm.c.batch[d];
         }
         oa += i0 as i64 * mm.a.rs;
-        oc += i0 as i64 * mm.c.rs;
+        oc += i0 as i64 * mm.c.rs + c0 as i64 * mm.c.cs;
+        ob += c0 as i64 * mm.b.cs;
+        let cols = c1 - c0;
         // SAFETY: offsets stay inside the buffers (see the function contract).
         unsafe {
             let a = (args[mm.a.buf as usize] as *const f32).offset(oa as isize);
@@ -453,14 +484,14 @@ unsafe fn matmul_rows(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize)
             let c = (args[mm.c.buf as usize] as *mut f32).offset(oc as isize);
             // one-row products (by shape, so every thread count takes the same path)
             if mm.m == 1 && mm.k > 0 && gemv::applies(mm.b.rs as isize, mm.b.cs as isize, mm.c.cs as isize) {
-                gemv::gemv_row(mm.k, mm.n, a, mm.a.cs as isize, bp, mm.b.rs as isize, mm.b.cs as isize, c);
+                gemv::gemv_row(mm.k, cols, a, mm.a.cs as isize, bp, mm.b.rs as isize, mm.b.cs as isize, c);
                 r += 1;
                 continue;
             }
             matrixmultiply::sgemm(
                 i1 - i0,
                 mm.k,
-                mm.n,
+                cols,
                 1.0,
                 a,
                 mm.a.rs as isize,
