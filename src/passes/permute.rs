@@ -36,7 +36,7 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Recomputes elementwise regions in the layout that removes the most strided reads.
 pub fn permute(g: &Graph) -> Graph {
-    let plans = plan(g);
+    let (plans, live) = plan(g);
     if plans.is_empty() {
         return g.clone();
     }
@@ -49,8 +49,10 @@ pub fn permute(g: &Graph) -> Graph {
         }
         by_root.insert(p.root, p);
     }
+    // Dead nodes are dropped (as DCE would): one may use a region's inner node, which has no
+    // value of its own any more.
     let mut rb = Rebuild::new(g);
-    for id in g.node_ids() {
+    for id in g.node_ids().filter(|id| live[id.index()]) {
         if let Some(p) = by_root.get(&id) {
             build_region(&mut rb, p);
         } else if !member.contains_key(&id) {
@@ -72,9 +74,9 @@ fn is_elementwise(op: &Op) -> bool {
     matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast { .. })
 }
 
-/// The live users of every node (dead nodes use nothing), and whether it is an output or an
-/// update (each such use counted once per entry).
-fn users(g: &Graph) -> (Vec<Vec<NodeId>>, Vec<u32>) {
+/// The live users of every node (dead nodes use nothing), how many outputs and updates it is,
+/// and which nodes are live.
+fn users(g: &Graph) -> (Vec<Vec<NodeId>>, Vec<u32>, Vec<bool>) {
     let mut live = vec![false; g.len()];
     let mut external = vec![0u32; g.len()];
     for o in &g.outputs {
@@ -100,13 +102,13 @@ fn users(g: &Graph) -> (Vec<Vec<NodeId>>, Vec<u32>) {
             }
         }
     }
-    (users, external)
+    (users, external, live)
 }
 
 /// Chooses the regions to rewrite: roots in decreasing id order, each region as large as the
 /// nodes not yet claimed allow.
-fn plan(g: &Graph) -> Vec<Plan> {
-    let (users, external) = users(g);
+fn plan(g: &Graph) -> (Vec<Plan>, Vec<bool>) {
+    let (users, external, live) = users(g);
     let mut claimed = vec![false; g.len()];
     // the layout of every node of a region chosen so far
     let mut layout: HashMap<NodeId, Vec<u32>> = HashMap::new();
@@ -172,7 +174,7 @@ fn plan(g: &Graph) -> Vec<Plan> {
             plans.push(Plan { root, region, d: best.1 });
         }
     }
-    plans
+    (plans, live)
 }
 
 /// The region of `root`: elementwise nodes reachable through arguments whose every use is
