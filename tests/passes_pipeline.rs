@@ -380,7 +380,7 @@ fn transposes_fold_into_matmul() {
 #[test]
 fn pipeline_lists_passes_and_runs_up_to_a_name() {
     let names: Vec<&str> = PASSES.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["fold", "simplify", "cse", "dce"]);
+    assert_eq!(names, ["fold", "simplify", "cse", "permute", "dce"]);
     let mut g = Graph::new("until");
     let x = f32_input(&mut g, "x", &[2]);
     let one = g.constant(1.0, TensorType::f32(vec![2]));
@@ -393,13 +393,13 @@ fn pipeline_lists_passes_and_runs_up_to_a_name() {
     let after_dce = passes::run_until(g.clone(), "dce", &opts()).expect("known pass");
     assert_eq!(node_lines(&after_dce), ["%0: f32[2] = input 0"]);
     let err = passes::run_until(g.clone(), "inline", &opts()).unwrap_err();
-    assert_eq!(err.to_string(), "unknown pass `inline`; the passes are fold, simplify, cse, dce");
+    assert_eq!(err.to_string(), "unknown pass `inline`; the passes are fold, simplify, cse, permute, dce");
     let mut seen = Vec::new();
     let _ =
         passes::run_pipeline_observed(g, &opts(), &mut |name, round, _| seen.push((name.to_string(), round)));
     // Round 0 changes the graph, round 1 finds nothing more and stops.
-    assert_eq!(seen.len(), 8);
-    assert_eq!(seen[4], ("fold".to_string(), 1));
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen[5], ("fold".to_string(), 1));
 }
 
 // ---------------------------------------------------------------- differential

@@ -23,7 +23,7 @@ pub struct IrArgs {
     /// Elaborate in training mode (dropout active, batch statistics).
     #[arg(long)]
     pub training: bool,
-    /// Print the graph after this pass of the first pipeline round (fold, simplify, cse, dce)
+    /// Print the graph after this pass of the first pipeline round (fold, simplify, cse, permute, dce)
     /// instead of the elaborated graph.
     #[arg(long, value_name = "PASS")]
     pub after: Option<String>,

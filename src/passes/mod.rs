@@ -1,7 +1,8 @@
 //! Graph-to-graph passes: constant folding, algebraic simplification, common-subexpression
-//! elimination and dead-code elimination. Each pass is a plain function `&Graph -> Graph` that
-//! builds a new graph (keeping the tables, spans and scopes); [`run_pipeline`] runs them in
-//! one explicit order to a fixed point, and any pass's result can be dumped by name.
+//! elimination, the layout of elementwise regions (`permute`) and dead-code elimination. Each
+//! pass is a plain function `&Graph -> Graph` that builds a new graph (keeping the tables,
+//! spans and scopes); [`run_pipeline`] runs them in one explicit order to a fixed point, and
+//! any pass's result can be dumped by name.
 //!
 //! **Architecture Invariant:** a pass never changes what a graph computes: the reference
 //! interpreter gives the same outputs before and after (tests check this on random graphs).
@@ -9,12 +10,14 @@
 mod cse;
 mod dce;
 mod fold;
+mod permute;
 mod rebuild;
 mod simplify;
 
 pub use cse::cse;
 pub use dce::dce;
 pub use fold::fold;
+pub use permute::permute;
 pub use simplify::simplify;
 
 use crate::ir::{Graph, print_graph, verify};
@@ -24,7 +27,8 @@ use std::fmt;
 pub type Pass = fn(&Graph) -> Graph;
 
 /// The pipeline, in order: one round runs every pass once.
-pub const PASSES: &[(&str, Pass)] = &[("fold", fold), ("simplify", simplify), ("cse", cse), ("dce", dce)];
+pub const PASSES: &[(&str, Pass)] =
+    &[("fold", fold), ("simplify", simplify), ("cse", cse), ("permute", permute), ("dce", dce)];
 
 /// How [`run_pipeline`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +64,7 @@ pub fn pass_by_name(name: &str) -> Option<Pass> {
     PASSES.iter().find(|(n, _)| *n == name).map(|&(_, p)| p)
 }
 
-/// Runs fold → simplify → cse → dce until a round changes nothing (or `max_rounds`).
+/// Runs fold → simplify → cse → permute → dce until a round changes nothing (or `max_rounds`).
 pub fn run_pipeline(g: Graph, opts: &PipelineOptions) -> Graph {
     run_pipeline_observed(g, opts, &mut |_, _, _| {})
 }
