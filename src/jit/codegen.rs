@@ -105,12 +105,7 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
             let more = g.b.ins().icmp(IntCC::SignedLessThan, rv, end);
             g.b.ins().brif(more, body, &[], exit, &[]);
             g.b.switch_to_block(body);
-            let j0 = g.b.ins().iconst(types::I64, 0);
-            let j1 = g.b.ins().iconst(types::I64, k.inner as i64);
-            g.emit_row(rv, j0, j1);
-            let rv = g.b.use_var(r);
-            let next = g.b.ins().iadd_imm_s(rv, 1);
-            g.b.def_var(r, next);
+            g.emit_next_row(r);
             g.b.ins().jump(head, &[]);
             g.b.seal_block(body);
             g.b.seal_block(head);
@@ -314,6 +309,17 @@ impl Gen<'_, '_> {
     /// The row loop of the row-blocked mode: blocks of 16 rows (four vectors), then of 4 rows,
     /// then single rows on the ordinary (scalar) path. A block never crosses the end of the
     /// range or a wrap of the last outer dimension (where rows stop being consecutive).
+    /// One row (the row variable `r`, over all of `j`), then `r += 1`.
+    fn emit_next_row(&mut self, r: Variable) {
+        let rv = self.b.use_var(r);
+        let j0 = self.b.ins().iconst(types::I64, 0);
+        let j1 = self.b.ins().iconst(types::I64, self.k.inner as i64);
+        self.emit_row(rv, j0, j1);
+        let rv = self.b.use_var(r);
+        let rn = self.b.ins().iadd_imm_s(rv, 1);
+        self.b.def_var(r, rn);
+    }
+
     fn emit_row_blocks(&mut self, start: Value, end: Value) {
         let k = self.k;
         let line = *k.outer.last().expect("row-blocked kernels have outer dimensions") as i64;
@@ -356,13 +362,7 @@ impl Gen<'_, '_> {
             self.b.switch_to_block(next);
             self.b.seal_block(next);
         }
-        let rv = self.b.use_var(r);
-        let j0 = self.b.ins().iconst(types::I64, 0);
-        let j1 = self.b.ins().iconst(types::I64, k.inner as i64);
-        self.emit_row(rv, j0, j1);
-        let rv = self.b.use_var(r);
-        let rn = self.b.ins().iadd_imm_s(rv, 1);
-        self.b.def_var(r, rn);
+        self.emit_next_row(r);
         self.b.ins().jump(head, &[]);
         self.b.seal_block(head);
         self.b.switch_to_block(exit);

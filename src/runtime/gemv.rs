@@ -14,48 +14,42 @@ pub fn applies(b_rs: isize, b_cs: isize, c_cs: isize) -> bool {
     c_cs == 1 && (b_cs == 1 || b_rs == 1)
 }
 
-/// `c[j] = sum_p a[p * a_cs] * b[p * b_rs + j * b_cs]` for `j < n`.
+/// One output row: `c[j] = sum_p a[p * a_cs] * b[p * b_rs + j * b_cs]` for `j < n`
+/// (strides in elements).
+#[derive(Clone, Copy)]
+pub struct Row {
+    pub k: usize,
+    pub n: usize,
+    pub a: *const f32,
+    pub a_cs: isize,
+    pub b: *const f32,
+    pub b_rs: isize,
+    pub b_cs: isize,
+    pub c: *mut f32,
+}
+
+/// Computes the row.
 ///
 /// # Safety
 /// Every addressed element of a (`k`), b (`k x n`) and c (`n`) must be valid, c must not
 /// overlap a or b, and [`applies`] must hold.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemv_row(
-    k: usize,
-    n: usize,
-    a: *const f32,
-    a_cs: isize,
-    b: *const f32,
-    b_rs: isize,
-    b_cs: isize,
-    c: *mut f32,
-) {
+pub unsafe fn gemv_row(row: Row) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the features were just detected; the rest is the caller's contract.
-            return unsafe { gemv_row_avx2(k, n, a, a_cs, b, b_rs, b_cs, c) };
+            return unsafe { gemv_row_avx2(row) };
         }
     }
     // SAFETY: the caller's contract.
-    unsafe { gemv_row_generic::<false>(k, n, a, a_cs, b, b_rs, b_cs, c) }
+    unsafe { gemv_row_generic::<false>(row) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemv_row_avx2(
-    k: usize,
-    n: usize,
-    a: *const f32,
-    a_cs: isize,
-    b: *const f32,
-    b_rs: isize,
-    b_cs: isize,
-    c: *mut f32,
-) {
+unsafe fn gemv_row_avx2(row: Row) {
     // SAFETY: forwarded.
-    unsafe { gemv_row_generic::<true>(k, n, a, a_cs, b, b_rs, b_cs, c) }
+    unsafe { gemv_row_generic::<true>(row) }
 }
 
 /// `acc + x * y`, fused (one rounding, as the packed kernels do) when `FMA`: only
@@ -67,17 +61,8 @@ fn madd<const FMA: bool>(acc: f32, x: f32, y: f32) -> f32 {
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemv_row_generic<const FMA: bool>(
-    k: usize,
-    n: usize,
-    a: *const f32,
-    a_cs: isize,
-    b: *const f32,
-    b_rs: isize,
-    b_cs: isize,
-    c: *mut f32,
-) {
+unsafe fn gemv_row_generic<const FMA: bool>(row: Row) {
+    let Row { k, n, a, a_cs, b, b_rs, b_cs, c } = row;
     // SAFETY (whole body): element ranges follow from the function contract.
     let out = unsafe { std::slice::from_raw_parts_mut(c, n) };
     if b_cs == 1 {
@@ -155,7 +140,8 @@ mod tests {
                     let (b_rs, b_cs) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
                     let a_cs = if a_strided { 2 } else { 1 };
                     let mut c = vec![f32::NAN; n];
-                    unsafe { gemv_row(k, n, a.as_ptr(), a_cs, b.as_ptr(), b_rs, b_cs, c.as_mut_ptr()) };
+                    let row = Row { k, n, a: a.as_ptr(), a_cs, b: b.as_ptr(), b_rs, b_cs, c: c.as_mut_ptr() };
+                    unsafe { gemv_row(row) };
                     for j in 0..n {
                         let want: f64 = (0..k)
                             .map(|p| {

@@ -484,7 +484,8 @@ unsafe fn matmul_block(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize
             let c = (args[mm.c.buf as usize] as *mut f32).offset(oc as isize);
             // one-row products (by shape, so every thread count takes the same path)
             if mm.m == 1 && mm.k > 0 && gemv::applies(mm.b.rs as isize, mm.b.cs as isize, mm.c.cs as isize) {
-                gemv::gemv_row(mm.k, cols, a, mm.a.cs as isize, bp, mm.b.rs as isize, mm.b.cs as isize, c);
+                let (a_cs, b_rs, b_cs) = (mm.a.cs as isize, mm.b.rs as isize, mm.b.cs as isize);
+                gemv::gemv_row(gemv::Row { k: mm.k, n: cols, a, a_cs, b: bp, b_rs, b_cs, c });
                 r += 1;
                 continue;
             }
