@@ -58,9 +58,9 @@ WORKLOADS = {
     "charlm_train": (["bench/compare/charlm.model"], "≥1.2× / ≥1.2× (eager 141 / 79 ms)"),
     "moe_train": (["bench/compare/moe.model"], "≥1.3× / ≥1.3× (eager 102 / 67 ms)"),
     "mlp_infer": (["models/digits_mlp.model", "--model", "DigitsMLP", "--batch", "1", "--batch", "64"],
-                  "b1: ≤ onnxruntime 21 µs"),
+                  "b1: ≤ onnxruntime (ratio ≥ 1)"),
     "transformer_infer": (["models/austen_lm.model", "--model", "AustenLM", "--batch", "1", "--batch", "64"],
-                          "≤ onnxruntime 1.06 / 87 ms (2T: 51 ms at 64)"),
+                          "b1, b64: ≤ onnxruntime (ratio ≥ 1)"),
     # modelc bench of bench/compare/gemm.model at each n against numpy's `a @ b`
     "sgemm": (None, "≥ 0.8× numpy"),
     # the fused chain of bench/compare/stream.model against numpy's copy, per byte moved
@@ -529,7 +529,7 @@ def main():
     finally:
         if onnx_dir:
             shutil.rmtree(onnx_dir, ignore_errors=True)
-    summaries = print_tables(names, threads, results, torch_version, ort_version, numpy_version)
+    summaries = print_tables(names, threads, results, torch_version, ort_version, numpy_version, a)
     if raw:
         for srec in summaries:
             raw.write(json.dumps(srec) + "\n")
@@ -546,11 +546,15 @@ def cell(results, key):
     return m, f"{m:.3f} ({med(rs, 'q1_ms'):.3f}–{med(rs, 'q3_ms'):.3f})"
 
 
-def print_tables(names, threads, results, torch_version, ort_version, numpy_version):
+def print_tables(names, threads, results, torch_version, ort_version, numpy_version, a):
     summaries = []
     missing = {"torch": "PyTorch missing" if not torch_version else "—",
                "ort": "onnxruntime missing" if not ort_version else "—",
                "numpy": "numpy missing" if not numpy_version else "—"}
+    if a.no_ort:
+        missing["ort"] = "not run (--no-ort)"
+    if a.no_torch:
+        missing = {k: "not run (--no-torch)" for k in missing}
     model_names = [n for n in names if n not in ("sgemm", "copy_bw")]
     if model_names:
         print()
@@ -570,7 +574,7 @@ def print_tables(names, threads, results, torch_version, ort_version, numpy_vers
                     sp = p / m if m and p else None
                     so = o / m if m and o else None
                     print(f"| {n} | {b} | {t} | {mtext} | {ptext} | {f'{sp:.2f}×' if sp else '—'} | {otext} | "
-                          f"{f'{so:.2f}×' if so else '—'} | {WORKLOADS[n][1]} |")
+                          f"{f'{so:.2f}×' if so else '—'} | {'' if n == 'mlp_infer' and b != 1 else WORKLOADS[n][1]} |")
                     summaries.append({"summary": True, "workload": n, "batch": b, "threads": t, "modelc_ms": m,
                                       "torch_ms": p, "ort_ms": o, "torch_over_modelc": sp, "ort_over_modelc": so})
         comp = [r for k, rs in results.items() if k[0] == "charlm_train" and k[3] == "modelc" for r in rs]
