@@ -315,19 +315,39 @@ def numpy_worker(what, threads, target_s, warmup):
         r.update({"workload": "copy_bw", "batch": 64, "bytes": 8 * STREAM_ELEMS})
     else:
         raise SystemExit(f"unknown numpy job {what}")
-    r.update({"threads": threads, "numpy": np.__version__, "blas_threads": blas_threads(),
+    r.update({"threads": threads, "numpy": np.__version__, "blas_threads": blas_threads(), "blas_core": blas_core(),
               "openblas_env": os.environ.get("OPENBLAS_NUM_THREADS")})
     print(json.dumps(r), flush=True)
 
 
-def blas_threads():
-    """OpenBLAS's thread count as the loaded library reports it (None if it cannot be asked)."""
+def openblas_lib():
+    import ctypes
+
+    with open("/proc/self/maps") as f:
+        libs = sorted({line.split()[-1] for line in f if "openblas" in line.split()[-1]})
+    return ctypes.CDLL(libs[0])
+
+
+def blas_core():
+    """The kernel set OpenBLAS picked for this CPU (e.g. `Haswell`: AVX2, no AVX-512), or None."""
     import ctypes
 
     try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({line.split()[-1] for line in f if "openblas" in line.split()[-1]})
-        lib = ctypes.CDLL(libs[0])
+        lib = openblas_lib()
+        for sym in ("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename"):
+            if hasattr(lib, sym):
+                f = getattr(lib, sym)
+                f.restype = ctypes.c_char_p
+                return f().decode()
+    except Exception:  # noqa: BLE001 -- informational only
+        return None
+    return None
+
+
+def blas_threads():
+    """OpenBLAS's thread count as the loaded library reports it (None if it cannot be asked)."""
+    try:
+        lib = openblas_lib()
         for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
             if hasattr(lib, sym):
                 return int(getattr(lib, sym)())
@@ -604,6 +624,10 @@ def print_tables(names, threads, results, torch_version, ort_version, numpy_vers
                                   "modelc_ms": m, "modelc_kernel_ms": k, "numpy_ms": p, "modelc_gflops": mg,
                                   "modelc_kernel_gflops": kg, "numpy_gflops": pg, "modelc_over_numpy": rf,
                                   "modelc_kernel_over_numpy": rk})
+        cores = sorted({r.get("blas_core") or "?" for k, rs in results.items() if k[0] == "sgemm" and k[3] == "numpy"
+                        for r in rs})
+        if cores:
+            print(f"\nnumpy's OpenBLAS kernels: {', '.join(cores)}; threads from OPENBLAS_NUM_THREADS")
         print("\nforward = copying the n×n input in + the GEMM kernel + reading the n×n output out "
               "(`modelc bench`); kernel = the GEMM kernel alone (`--profile`, mean over its runs)")
     if "copy_bw" in names:
