@@ -194,19 +194,23 @@ impl Vectors<'_, '_> {
     /// `exp(x)`: `x = n ln2 + r`, `|r| <= ln2/2`, Cephes degree-7 polynomial for `e^r`, then
     /// `* 2^n` in two steps so that results in the subnormal range round gradually.
     fn exp(&mut self, x: Value) -> Value {
-        // Clamp so that n stays in [-150, 129]: 89 already overflows, -104 already rounds to 0.
-        // Compare-and-select keeps NaN (the comparisons are false for it).
+        // Clamp so that n stays in [-150, 129]: 89 already overflows. Below -104 the result
+        // rounds to 0: those lanes compute on 0 instead and are set to 0 at the end, so a
+        // masked score (-1e9, -inf) costs no subnormal arithmetic (a microcode assist per
+        // operation on x86: half of every causal attention row). Compare-and-select keeps NaN
+        // (the comparisons are false for it).
         let above = self.cmp_c(FloatCC::GreaterThan, x, 89.0);
         let x = self.sel_c(above, 89.0, x);
         let below = self.cmp_c(FloatCC::LessThan, x, -104.0);
-        let x = self.sel_c(below, -104.0, x);
+        let x = self.sel_c(below, 0.0, x);
         let (y, ni) = self.exp_parts(x);
         let n1 = self.b.ins().sshr_imm_u(ni, 1);
         let n2 = self.b.ins().isub(ni, n1);
         let s1 = self.pow2(n1);
         let s2 = self.pow2(n2);
         let y = self.b.ins().fmul(y, s1);
-        self.b.ins().fmul(y, s2)
+        let y = self.b.ins().fmul(y, s2);
+        self.sel_c(below, 0.0, y)
     }
 
     /// `exp(x)` for `x <= 0` where results below `exp(-87)` (about `1.6e-38`, the bottom of the
