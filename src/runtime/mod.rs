@@ -401,7 +401,10 @@ fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
         Step::MatMul { mm, args, epilogue } => {
             let rows = mm.rows();
             let work = rows * mm.n * mm.k.max(1);
-            let n = if work < min_work { 1 } else { pool.threads() };
+            // a one-row product streams B once at memory speed: worth a second thread only
+            // when that takes well over the hand-off (a 256x256 layer does not)
+            let min = if mm.m == 1 { min_work * GEMV_MIN_WORK_FACTOR } else { min_work };
+            let n = if work < min { 1 } else { pool.threads() };
             // Each part of a split product packs the operand it does not split again: split
             // the rows when A (m x k) is the larger operand, the columns when B (k x n) is,
             // in blocks of whole micro-kernel tiles.
@@ -447,6 +450,9 @@ fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
         }
     }
 }
+
+/// How much more work a one-row product needs than other kernels before it is split.
+const GEMV_MIN_WORK_FACTOR: usize = 16;
 
 /// Columns per block when a product is split by columns (a multiple of the GEMM's register
 /// tile width).
