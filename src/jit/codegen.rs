@@ -320,6 +320,20 @@ impl Gen<'_, '_> {
         self.b.def_var(r, rn);
     }
 
+    /// Folds the vector value at `j` of each reduction `reds[ri]` into its accumulator
+    /// `acc(ri)`.
+    fn accumulate(&mut self, reds: &[usize], acc: impl Fn(usize) -> Variable, j: Value, memo: &mut Memo) {
+        let k = self.k;
+        for (ri, &r) in reds.iter().enumerate() {
+            let red = &k.reductions[r];
+            let v = self.eval(red.value, true, Some(j), memo);
+            let dt = k.types[red.value as usize];
+            let a = self.b.use_var(acc(ri));
+            let c = self.combine(red.kind, dt, a, v);
+            self.b.def_var(acc(ri), c);
+        }
+    }
+
     fn emit_row_blocks(&mut self, start: Value, end: Value) {
         let k = self.k;
         let line = *k.outer.last().expect("row-blocked kernels have outer dimensions") as i64;
@@ -417,14 +431,7 @@ impl Gen<'_, '_> {
         for (u, inv_u) in inv.iter().enumerate() {
             self.group = Some(u);
             let mut memo = inv_u.clone();
-            for (ri, &r) in reds.iter().enumerate() {
-                let red = &k.reductions[r];
-                let v = self.eval(red.value, true, Some(jv), &mut memo);
-                let dt = k.types[red.value as usize];
-                let a = self.b.use_var(acc[ri][u]);
-                let c = self.combine(red.kind, dt, a, v);
-                self.b.def_var(acc[ri][u], c);
-            }
+            self.accumulate(&reds, |ri| acc[ri][u], jv, &mut memo);
             for (si, s) in k.stores.iter().enumerate() {
                 if let (true, StoreSource::Elem(v)) = (s.pass == p, &s.source) {
                     let val = self.eval(*v, true, Some(jv), &mut memo);
@@ -548,14 +555,7 @@ impl Gen<'_, '_> {
                 for u in 0..unroll {
                     let ju = self.b.ins().iadd_imm_s(jv, 4 * u as i64);
                     let mut memo = inv_vector.clone();
-                    for (ri, &r) in reds.iter().enumerate() {
-                        let red = &k.reductions[r];
-                        let v = self.eval(red.value, true, Some(ju), &mut memo);
-                        let dt = k.types[red.value as usize];
-                        let acc = self.b.use_var(acc_v[ri][u]);
-                        let c = self.combine(red.kind, dt, acc, v);
-                        self.b.def_var(acc_v[ri][u], c);
-                    }
+                    self.accumulate(&reds, |ri| acc_v[ri][u], ju, &mut memo);
                     self.emit_stores(p, true, ju, &mut memo, &scan_vars);
                 }
                 let jn = self.b.ins().iadd_imm_s(jv, step);
