@@ -4,8 +4,9 @@
 //! Loop structure per row: the row's coordinates and every access's row base address are
 //! computed once; then each pass evaluates its j-invariant expressions once, runs a loop of
 //! four f32x4 bodies (16 elements, four accumulators per reduction), a loop of one f32x4 body,
-//! and a scalar tail. Passes with strided, indirect or sequential work (scans, arg-max, top-k,
-//! scatter) run the scalar loop only.
+//! and a scalar tail; in row kernels, whose row length is known here, a loop that cannot run
+//! for that length is not emitted. Passes with strided, indirect or sequential work (scans,
+//! arg-max, top-k, scatter) run the scalar loop only.
 //!
 //! Row-blocked mode: when no pass vectorises along `j` but consecutive rows are consecutive in
 //! memory (column sums: bias and layer-norm parameter gradients), the lanes are four rows
