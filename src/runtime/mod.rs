@@ -346,17 +346,17 @@ fn buffer_ptr(
 }
 
 fn write_tensor(dst: &mut [u32], t: &Tensor) {
+    // a standard-layout array is one slice (a plain, vectorised copy); the n-dimensional
+    // iterator costs ~1.5 ns per element (a quarter of a 128x128 product's run)
     match t {
-        Tensor::F32(a) => {
-            for (d, v) in dst.iter_mut().zip(a.iter()) {
-                *d = v.to_bits();
-            }
-        }
-        Tensor::I32(a) => {
-            for (d, v) in dst.iter_mut().zip(a.iter()) {
-                *d = *v as u32;
-            }
-        }
+        Tensor::F32(a) => match a.as_slice() {
+            Some(s) => dst.iter_mut().zip(s).for_each(|(d, v)| *d = v.to_bits()),
+            None => dst.iter_mut().zip(a.iter()).for_each(|(d, v)| *d = v.to_bits()),
+        },
+        Tensor::I32(a) => match a.as_slice() {
+            Some(s) => dst.iter_mut().zip(s).for_each(|(d, v)| *d = *v as u32),
+            None => dst.iter_mut().zip(a.iter()).for_each(|(d, v)| *d = *v as u32),
+        },
     }
 }
 
