@@ -166,16 +166,29 @@ fn relu_backward_graph() -> Graph {
     let pre = input(&mut g, "pre", &[b, h, w, c]);
     let cols = input(&mut g, "cols", &[b * h * w, 5]);
     let gp = perm(&mut g, grad, &NCHW);
-    let pp = perm(&mut g, pre, &NCHW);
-    let mask = relu_mask(&mut g, pp);
-    let m = g.binary(BinaryOp::Mul, gp, mask);
-    let back = perm(&mut g, m, &NHWC);
-    let flat = g.reshape(back, vec![b * h * w, c]);
+    relu_backward_into_gradients(&mut g, gp, pre, cols, b * h * w, c);
+    g
+}
+
+/// `incoming * relu_mask(NCHW view of pre)`, viewed back as NHWC rows of `c`, into a weight
+/// gradient (`cols^T @ rows`) and a bias gradient (column sums): outputs `dw` and `db`.
+fn relu_backward_into_gradients(
+    g: &mut Graph,
+    incoming: NodeId,
+    pre: NodeId,
+    cols: NodeId,
+    rows: usize,
+    c: usize,
+) {
+    let pp = perm(g, pre, &NCHW);
+    let mask = relu_mask(g, pp);
+    let m = g.binary(BinaryOp::Mul, incoming, mask);
+    let back = perm(g, m, &NHWC);
+    let flat = g.reshape(back, vec![rows, c]);
     let dw = g.add(Op::MatMul { trans_a: true, trans_b: false }, &[cols, flat], None);
     let db = g.reduce(modelc::ir::ReduceOp::Sum, flat, vec![0]);
     g.add_output("dw", dw);
     g.add_output("db", db);
-    g
 }
 
 #[test]
@@ -199,15 +212,7 @@ fn mixed_graph() -> Graph {
     let pre = input(&mut g, "pre", &[b, h, w, c]);
     let cols = input(&mut g, "cols", &[b * h * w, 5]);
     let d = g.reshape(dflat, vec![b, c, h, w]);
-    let pp = perm(&mut g, pre, &NCHW);
-    let mask = relu_mask(&mut g, pp);
-    let m = g.binary(BinaryOp::Mul, d, mask);
-    let back = perm(&mut g, m, &NHWC);
-    let flat = g.reshape(back, vec![b * h * w, c]);
-    let dw = g.add(Op::MatMul { trans_a: true, trans_b: false }, &[cols, flat], None);
-    let db = g.reduce(modelc::ir::ReduceOp::Sum, flat, vec![0]);
-    g.add_output("dw", dw);
-    g.add_output("db", db);
+    relu_backward_into_gradients(&mut g, d, pre, cols, b * h * w, c);
     g
 }
 
