@@ -81,6 +81,13 @@ struct CompiledKernel {
     relocs: Vec<ModuleReloc>,
 }
 
+/// The signature of every kernel function: `(bufs, start, end)`, see [`KernelFn`].
+fn kernel_signature(isa: &dyn TargetIsa) -> Signature {
+    let mut sig = Signature::new(isa.default_call_conv());
+    sig.params.extend([AbiParam::new(types::I64); 3]);
+    sig
+}
+
 /// Builds and compiles one kernel's function (no module access: runs on worker threads).
 fn compile_one(
     isa: &dyn TargetIsa,
@@ -91,11 +98,7 @@ fn compile_one(
     fctx: &mut FunctionBuilderContext,
 ) -> Result<CompiledKernel, CodegenError> {
     ctx.clear();
-    let mut sig = Signature::new(isa.default_call_conv());
-    for _ in 0..3 {
-        sig.params.push(AbiParam::new(types::I64));
-    }
-    ctx.func.signature = sig;
+    ctx.func.signature = kernel_signature(isa);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         codegen::emit_kernel(&mut b, k)?;
@@ -132,10 +135,7 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
         if st.cache.contains_key(k) || !seen.insert(k) {
             continue;
         }
-        let mut sig = st.module.make_signature();
-        for _ in 0..3 {
-            sig.params.push(AbiParam::new(types::I64));
-        }
+        let sig = kernel_signature(&*st.isa);
         let name = format!("kernel{}", st.compiled_total + pending.len());
         let id = st
             .module

@@ -346,17 +346,19 @@ fn buffer_ptr(
 }
 
 fn write_tensor(dst: &mut [u32], t: &Tensor) {
-    // a standard-layout array is one slice (a plain, vectorised copy); the n-dimensional
-    // iterator costs ~1.5 ns per element (a quarter of a 128x128 product's run)
     match t {
-        Tensor::F32(a) => match a.as_slice() {
-            Some(s) => dst.iter_mut().zip(s).for_each(|(d, v)| *d = v.to_bits()),
-            None => dst.iter_mut().zip(a.iter()).for_each(|(d, v)| *d = v.to_bits()),
-        },
-        Tensor::I32(a) => match a.as_slice() {
-            Some(s) => dst.iter_mut().zip(s).for_each(|(d, v)| *d = *v as u32),
-            None => dst.iter_mut().zip(a.iter()).for_each(|(d, v)| *d = *v as u32),
-        },
+        Tensor::F32(a) => copy_bits(dst, a, f32::to_bits),
+        Tensor::I32(a) => copy_bits(dst, a, |v| v as u32),
+    }
+}
+
+/// `dst[i] = bits(a[i])` in logical order. A standard-layout array is one slice (a plain,
+/// vectorised copy); the n-dimensional iterator costs ~1.5 ns per element (half of a
+/// 128x128x128 product's run).
+fn copy_bits<T: Copy>(dst: &mut [u32], a: &ArrayD<T>, bits: impl Fn(T) -> u32) {
+    match a.as_slice() {
+        Some(s) => dst.iter_mut().zip(s).for_each(|(d, &v)| *d = bits(v)),
+        None => dst.iter_mut().zip(a.iter()).for_each(|(d, &v)| *d = bits(v)),
     }
 }
 

@@ -701,7 +701,8 @@ fn reshape_map(
 /// Everything the kernel builders share.
 pub(super) struct Builder<'a> {
     pub g: &'a Graph,
-    pub mat: &'a [bool],
+    /// Which nodes own a buffer (see `initial_materialized`); grows between build rounds.
+    pub mat: Vec<bool>,
     pub node_buffer: Vec<Option<BufferId>>,
     pub buffers: Vec<Buffer>,
     pub kernels: Vec<Kernel>,
@@ -715,6 +716,23 @@ pub(super) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// An empty build of `g` with the materialisation `mat`.
+    pub fn new(g: &'a Graph, mat: Vec<bool>) -> Builder<'a> {
+        Builder {
+            g,
+            mat,
+            node_buffer: vec![None; g.len()],
+            buffers: Vec::new(),
+            kernels: Vec::new(),
+            use_counts: g.use_counts(),
+            matmul_kernel: HashMap::new(),
+            defined_at: HashMap::new(),
+            undo: Vec::new(),
+        }
+    }
+}
+
+impl<'a> Builder<'a> {
     pub fn new_temp(&mut self, id: NodeId) -> BufferId {
         let ty = self.g.ty(id);
         self.buffers.push(Buffer { role: BufferRole::Temp, dtype: ty.dtype, elems: ty.numel(), node: id });
@@ -722,7 +740,7 @@ impl<'a> Builder<'a> {
     }
 
     fn loop_builder(&self, root: Option<NodeId>, domain: &[usize]) -> LoopBuilder<'_> {
-        LoopBuilder::new(self.g, self.mat, &self.node_buffer, root, domain)
+        LoopBuilder::new(self.g, &self.mat, &self.node_buffer, root, domain)
     }
 
     fn flops_of(&self, nodes: &[NodeId]) -> u64 {
@@ -737,7 +755,7 @@ impl<'a> Builder<'a> {
 
     /// A kernel that fills `buf` (of `shape`) with zeros.
     fn zero_fill(&mut self, buf: BufferId, shape: &[usize], dtype: DType) {
-        let mut lb = LoopBuilder::new(self.g, self.mat, &self.node_buffer, None, shape);
+        let mut lb = LoopBuilder::new(self.g, &self.mat, &self.node_buffer, None, shape);
         let z = lb.constant(0.0, dtype);
         let map = lb.identity(shape.len());
         lb.store(buf, shape, &map, StoreSource::Elem(z), dtype);

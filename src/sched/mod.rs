@@ -80,24 +80,26 @@ pub fn schedule(g: &Graph) -> Schedule {
     let mut mat = fuse::initial_materialized(g);
     let users = fuse::users_of(g);
     fuse::materialize_shared(g, &users, &mut mat);
-    let mut state = BuildState::new(g);
-    let (mut kernels, buffers, outputs, mut updates) = loop {
-        match state.build(g, &mat) {
-            Ok(built) => break built,
+    let mut state = BuildState::new(fuse::Builder::new(g, mat));
+    let (outputs, mut updates) = loop {
+        match state.build() {
+            Ok(results) => break results,
             Err(fuse::NeedsBuffer(id)) => {
+                let mat = &mut state.b.mat;
                 // each round materialises a new node, so the loop ends; asking twice would loop
                 assert!(!mat[id.index()], "internal error: lowering asked again for a buffer for {id}");
                 let before = mat.clone();
                 mat[id.index()] = true;
-                fuse::materialize_shared(g, &users, &mut mat);
+                fuse::materialize_shared(g, &users, mat);
                 let first = (0..g.len()).find(|&i| mat[i] != before[i]).unwrap_or(id.index());
                 state.rewind(NodeId(first as u32));
             }
         }
     };
+    let fuse::Builder { mat, mut kernels, buffers, .. } = state.b;
     debug_assert!(
-        BuildState::new(g)
-            .build(g, &mat)
+        BuildState::new(fuse::Builder::new(g, mat))
+            .build_all()
             .is_ok_and(|fresh| fresh == (kernels.clone(), buffers.clone(), outputs.clone(), updates.clone())),
         "internal error: the resumed schedule differs from a build from scratch"
     );
@@ -108,6 +110,10 @@ pub fn schedule(g: &Graph) -> Schedule {
     Schedule { graph: graph.clone(), kernels, buffers, outputs, updates, plan }
 }
 
+/// The buffers of the graph's outputs and its `(parameter, new value)` updates.
+type Results = (Vec<BufferId>, Vec<(u32, BufferId)>);
+
+/// Kernels, buffers, outputs and updates of a whole build.
 type Built = (Vec<Kernel>, Vec<Buffer>, Vec<BufferId>, Vec<(u32, BufferId)>);
 
 /// Where the build of one root started: enough to undo it and everything after it.
@@ -119,35 +125,24 @@ struct Mark {
     undo: usize,
 }
 
-/// The kernels and buffers built so far, kept across [`fuse::NeedsBuffer`] rounds.
-struct BuildState {
-    node_buffer: Vec<Option<BufferId>>,
-    buffers: Vec<Buffer>,
-    kernels: Vec<Kernel>,
-    use_counts: Vec<u32>,
-    matmul_kernel: HashMap<BufferId, usize>,
-    defined_at: HashMap<BufferId, usize>,
-    /// Kernels as they were before an epilogue was attached to them, in attach order.
-    undo: Vec<(usize, Kernel)>,
-    /// One mark per root built, in order.
+/// A build that survives [`fuse::NeedsBuffer`] rounds: the builder's kernels and buffers plus
+/// where each root's part of them starts.
+struct BuildState<'a> {
+    b: fuse::Builder<'a>,
+    /// One mark per root built, in order, then one for the end of the roots.
     marks: Vec<Mark>,
     /// The first node the next build visits.
     resume: NodeId,
 }
 
-impl BuildState {
-    fn new(g: &Graph) -> BuildState {
-        BuildState {
-            node_buffer: vec![None; g.len()],
-            buffers: Vec::new(),
-            kernels: Vec::new(),
-            use_counts: g.use_counts(),
-            matmul_kernel: HashMap::new(),
-            defined_at: HashMap::new(),
-            undo: Vec::new(),
-            marks: Vec::new(),
-            resume: NodeId(0),
-        }
+impl<'a> BuildState<'a> {
+    fn new(b: fuse::Builder<'a>) -> BuildState<'a> {
+        BuildState { b, marks: Vec::new(), resume: NodeId(0) }
+    }
+
+    fn mark(&self, root: NodeId) -> Mark {
+        let b = &self.b;
+        Mark { root, kernels: b.kernels.len(), buffers: b.buffers.len(), undo: b.undo.len() }
     }
 
     /// Undoes every root at or after `node` (and the output copies), so the next build starts
@@ -158,65 +153,43 @@ impl BuildState {
         let m = self.marks.pop().expect(
             "a failed build leaves the mark of the failing root or the end mark, both at or after `node`",
         );
-        while self.undo.len() > m.undo {
-            let (k, old) = self.undo.pop().expect("checked above");
+        let b = &mut self.b;
+        while b.undo.len() > m.undo {
+            let (k, old) = b.undo.pop().expect("checked above");
             if k < m.kernels {
-                self.kernels[k] = old;
+                b.kernels[k] = old;
             }
         }
-        self.kernels.truncate(m.kernels);
-        self.buffers.truncate(m.buffers);
-        for b in self.node_buffer.iter_mut() {
-            if b.is_some_and(|b| b.0 as usize >= m.buffers) {
-                *b = None;
+        b.kernels.truncate(m.kernels);
+        b.buffers.truncate(m.buffers);
+        for x in b.node_buffer.iter_mut() {
+            if x.is_some_and(|x| x.0 as usize >= m.buffers) {
+                *x = None;
             }
         }
-        self.matmul_kernel.retain(|_, k| *k < m.kernels);
-        self.defined_at.retain(|b, _| (b.0 as usize) < m.buffers);
+        b.matmul_kernel.retain(|_, k| *k < m.kernels);
+        b.defined_at.retain(|x, _| (x.0 as usize) < m.buffers);
         self.resume = node;
     }
 
-    /// Builds the roots from `self.resume` on and then the output and update copies. On
-    /// success the state is spent; on failure, call [`BuildState::rewind`] before the next
-    /// build.
-    fn build(&mut self, g: &Graph, mat: &[bool]) -> Result<Built, fuse::NeedsBuffer> {
-        let mut b = fuse::Builder {
-            g,
-            mat,
-            node_buffer: std::mem::take(&mut self.node_buffer),
-            buffers: std::mem::take(&mut self.buffers),
-            kernels: std::mem::take(&mut self.kernels),
-            use_counts: std::mem::take(&mut self.use_counts),
-            matmul_kernel: std::mem::take(&mut self.matmul_kernel),
-            defined_at: std::mem::take(&mut self.defined_at),
-            undo: std::mem::take(&mut self.undo),
-        };
-        let result = self.build_from(&mut b);
-        self.node_buffer = b.node_buffer;
-        self.buffers = b.buffers;
-        self.kernels = b.kernels;
-        self.use_counts = b.use_counts;
-        self.matmul_kernel = b.matmul_kernel;
-        self.defined_at = b.defined_at;
-        self.undo = b.undo;
-        let (outputs, updates) = result?;
-        Ok((std::mem::take(&mut self.kernels), std::mem::take(&mut self.buffers), outputs, updates))
+    /// A whole build in one go (the kernels, buffers and results), or the first node that
+    /// needs a buffer.
+    fn build_all(mut self) -> Result<Built, fuse::NeedsBuffer> {
+        let (outputs, updates) = self.build()?;
+        Ok((self.b.kernels, self.b.buffers, outputs, updates))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn build_from(
-        &mut self,
-        b: &mut fuse::Builder<'_>,
-    ) -> Result<(Vec<BufferId>, Vec<(u32, BufferId)>), fuse::NeedsBuffer> {
-        let (g, mat) = (b.g, b.mat);
-        for (i, _) in mat.iter().enumerate().skip(self.resume.index()).filter(|(_, m)| **m) {
+    /// Builds the roots from `self.resume` on, then the output and update copies. After a
+    /// failure, call [`BuildState::rewind`] before building again.
+    fn build(&mut self) -> Result<Results, fuse::NeedsBuffer> {
+        let g = self.b.g;
+        for i in self.resume.index()..g.len() {
+            if !self.b.mat[i] {
+                continue;
+            }
             let id = NodeId(i as u32);
-            self.marks.push(Mark {
-                root: id,
-                kernels: b.kernels.len(),
-                buffers: b.buffers.len(),
-                undo: b.undo.len(),
-            });
+            self.marks.push(self.mark(id));
+            let b = &mut self.b;
             let role = if let Op::Input { index } = g.node(id).op {
                 Some(BufferRole::Input(index))
             } else if let Op::Param { index } = g.node(id).op {
@@ -240,12 +213,8 @@ impl BuildState {
         }
         self.resume = NodeId(g.len() as u32);
         // the end of the roots: rewinding to a node no root is at or after lands here
-        self.marks.push(Mark {
-            root: NodeId(g.len() as u32),
-            kernels: b.kernels.len(),
-            buffers: b.buffers.len(),
-            undo: b.undo.len(),
-        });
+        self.marks.push(self.mark(NodeId(g.len() as u32)));
+        let b = &mut self.b;
         // outputs and updates that are leaves themselves are copied into a temporary
         let mut copies: HashMap<NodeId, BufferId> = HashMap::new();
         let mut result_buffer =
