@@ -9,6 +9,44 @@
 
 use std::ops::Range;
 
+mod avx512;
+
+pub use avx512::available as avx512_available;
+
+/// `C = alpha A B + beta C` on raw strided operands (strides in elements): the AVX-512 kernel
+/// of [`avx512`] when the CPU has it and C's rows are contiguous, else `matrixmultiply`.
+///
+/// # Safety
+/// As for [`sgemm`]: every addressed element valid, C not overlapping A or B, distinct
+/// elements of C at distinct addresses.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    // SAFETY (both arms): forwarded from the caller's contract; the AVX-512 kernel is used
+    // only once `available` has detected the feature.
+    unsafe {
+        if csc == 1 && avx512::available() {
+            avx512::sgemm(avx512::Product { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc });
+        } else {
+            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        }
+    }
+}
+
 /// A strided f32 matrix operand: element `(i, j)` is at `ptr + i * row_stride + j * col_stride`
 /// (in elements). Row-major `[rows, cols]` is `(cols, 1)`; its transpose is `(1, cols)`.
 #[derive(Clone, Copy, Debug)]
@@ -82,7 +120,7 @@ pub unsafe fn sgemm_rows(
     unsafe {
         let a_ptr = a.ptr.offset(first * a.row_stride);
         let c_ptr = c.ptr.offset(first * c.row_stride);
-        matrixmultiply::sgemm(
+        strided(
             m,
             k,
             n,

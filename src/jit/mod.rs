@@ -89,6 +89,17 @@ fn kernel_signature(isa: &dyn TargetIsa) -> Signature {
 }
 
 /// Builds and compiles one kernel's function (no module access: runs on worker threads).
+/// Developer aid: with `MODELC_DUMP_KERNELS=DIR`, each compiled kernel's machine code is
+/// written to `DIR/NAME.bin` (read it with `objdump -D -b binary -m i386:x86-64 FILE`).
+fn dump(name: &str, code: &[u8]) {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    if let Some(dir) = DIR.get_or_init(|| std::env::var_os("MODELC_DUMP_KERNELS").map(Into::into)) {
+        // best effort: a developer aid must not fail a compilation
+        let _ =
+            std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(format!("{name}.bin")), code));
+    }
+}
+
 fn compile_one(
     isa: &dyn TargetIsa,
     k: &LoopKernel,
@@ -109,6 +120,7 @@ fn compile_one(
     let compiled = ctx.compiled_code().expect("compiled just above");
     let alignment = compiled.buffer.alignment as u64;
     let code = compiled.code_buffer().to_vec();
+    dump(name, &code);
     let relocs =
         compiled.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
     Ok(CompiledKernel { code, alignment, relocs })

@@ -4,6 +4,7 @@
 //! safetensors keyed by parameter path.
 
 pub mod checkpoint;
+mod fpenv;
 mod gemv;
 mod init;
 mod pool;
@@ -236,9 +237,11 @@ impl Executable {
             }
             write_tensor(&mut self.inputs[i], t);
         }
+        let fp = fpenv::FlushSubnormals::new();
         for step in &self.steps {
             run_step(&self.pool, step, self.parallel_min_work);
         }
+        drop(fp);
         let outputs = self
             .schedule
             .outputs
@@ -275,6 +278,7 @@ impl Executable {
     /// Runs the kernels on the buffers as they are (inputs from the last `run`), without
     /// copying anything in or out; for benchmarks of the kernels alone.
     pub fn run_kernels(&mut self) {
+        let _fp = fpenv::FlushSubnormals::new();
         for step in &self.steps {
             run_step(&self.pool, step, self.parallel_min_work);
         }
@@ -285,6 +289,7 @@ impl Executable {
     /// kernel, in `Schedule::kernels` order. For profiles (`modelc bench --profile`).
     pub fn profile_kernels(&mut self, iters: usize) -> Vec<Duration> {
         let mut total = vec![Duration::ZERO; self.steps.len()];
+        let _fp = fpenv::FlushSubnormals::new();
         for _ in 0..iters {
             for (t, step) in total.iter_mut().zip(&self.steps) {
                 let start = Instant::now();
@@ -458,7 +463,7 @@ const GEMV_MIN_WORK_FACTOR: usize = 16;
 
 /// Columns per block when a product is split by columns (a multiple of the GEMM's register
 /// tile width).
-const COLUMN_BLOCK: usize = 16;
+const COLUMN_BLOCK: usize = 32;
 
 /// Output rows `r0..r1` (over `batch x m`), columns `c0..c1` of a strided batched GEMM.
 ///
@@ -497,7 +502,7 @@ unsafe fn matmul_block(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize
                 r += 1;
                 continue;
             }
-            matrixmultiply::sgemm(
+            crate::jit::gemm::strided(
                 i1 - i0,
                 mm.k,
                 cols,

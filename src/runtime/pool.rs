@@ -152,6 +152,8 @@ impl ThreadPool {
 }
 
 fn worker_loop(shared: &Shared, w: usize) {
+    // workers run nothing but kernels: subnormals flushed, as on the calling thread
+    super::fpenv::flush_subnormals_forever();
     let sleeping = &shared.sleeping[w];
     let inside = &shared.inside[w];
     let mut seen = 0u64;
