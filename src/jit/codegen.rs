@@ -19,7 +19,7 @@ use super::scalar_calls::{self, clif_type, emit_call};
 use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, StoreSource};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use std::collections::{HashMap, HashSet};
 
@@ -40,7 +40,6 @@ struct Gen<'a, 'f> {
     b: &'a mut FunctionBuilder<'f>,
     k: &'a LoopKernel,
     bufs: Vec<Value>,
-    lanes: Value,
     invariant: Vec<bool>,
     /// Row base address (bytes) of each expression's access, or the row index value (i64) of
     /// `Index` / `Random` accesses.
@@ -69,18 +68,11 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
     for i in 0..k.num_buffers {
         bufs.push(b.ins().load(types::I64, MemFlagsData::trusted(), bufs_ptr, (i * 8) as i32));
     }
-    let zero = b.ins().iconst(types::I32, 0);
-    let mut lanes = b.ins().splat(types::I32X4, zero);
-    for l in 1..4u8 {
-        let c = b.ins().iconst(types::I32, l as i64);
-        lanes = b.ins().insertlane(lanes, c, l);
-    }
     let invariant = invariance(k);
     let mut g = Gen {
         b,
         k,
         bufs,
-        lanes,
         invariant,
         row_expr: HashMap::new(),
         row_store: Vec::new(),
@@ -978,18 +970,15 @@ impl Gen<'_, '_> {
                 self.binary(*op, operand_dt, av, bv, vector, relu_zero)
             }
             Expr::Select { cond, a, b } => {
-                let c = self.eval(*cond, vector, j, memo);
-                let av = self.eval(*a, vector, j, memo);
-                let bv = self.eval(*b, vector, j, memo);
-                if vector {
-                    let zero = self.b.ins().iconst(types::I32, 0);
-                    let zeros = self.b.ins().splat(types::I32X4, zero);
-                    let mask = self.b.ins().icmp(IntCC::NotEqual, c, zeros);
+                if vector && let Some(mask) = self.compare_mask(*cond, j, memo) {
+                    // the comparison's lane mask selects directly (no 0 / 1 round trip)
+                    let av = self.eval(*a, vector, j, memo);
+                    let bv = self.eval(*b, vector, j, memo);
                     let mask =
                         if float { self.b.ins().bitcast(types::F32X4, little_endian(), mask) } else { mask };
                     self.b.ins().bitselect(mask, av, bv)
                 } else {
-                    self.b.ins().select(c, av, bv)
+                    self.select(*cond, *a, *b, float, vector, j, memo)
                 }
             }
             Expr::Cast { to, x } => {
@@ -1000,6 +989,60 @@ impl Gen<'_, '_> {
         };
         memo.insert((e, vector), v);
         v
+    }
+
+    /// `select(cond, a, b)` with `cond` a 0 / 1 value.
+    #[allow(clippy::too_many_arguments)]
+    fn select(
+        &mut self,
+        cond: ExprId,
+        a: ExprId,
+        b: ExprId,
+        float: bool,
+        vector: bool,
+        j: Option<Value>,
+        memo: &mut Memo,
+    ) -> Value {
+        let c = self.eval(cond, vector, j, memo);
+        let av = self.eval(a, vector, j, memo);
+        let bv = self.eval(b, vector, j, memo);
+        if vector {
+            let zero = self.b.ins().iconst(types::I32, 0);
+            let zeros = self.b.ins().splat(types::I32X4, zero);
+            let mask = self.b.ins().icmp(IntCC::NotEqual, c, zeros);
+            let mask = if float { self.b.ins().bitcast(types::F32X4, little_endian(), mask) } else { mask };
+            self.b.ins().bitselect(mask, av, bv)
+        } else {
+            self.b.ins().select(c, av, bv)
+        }
+    }
+
+    /// The I32X4 lane mask of `e` when it is a comparison evaluated per lane (vector mode,
+    /// ordinary lanes), the same condition [`Gen::binary`] turns into 0 / 1.
+    fn compare_mask(&mut self, e: ExprId, j: Option<Value>, memo: &mut Memo) -> Option<Value> {
+        let k = self.k;
+        if self.group.is_some() || self.invariant[e as usize] {
+            return None;
+        }
+        let Expr::Binary { op, a, b } = k.exprs[e as usize] else { return None };
+        let float = k.types[a as usize] == DType::F32;
+        let (fcc, icc) = match op {
+            BinaryOp::Eq => (FloatCC::Equal, IntCC::Equal),
+            BinaryOp::Ne => (FloatCC::NotEqual, IntCC::NotEqual),
+            BinaryOp::Lt => (FloatCC::LessThan, IntCC::SignedLessThan),
+            BinaryOp::Le => (FloatCC::LessThanOrEqual, IntCC::SignedLessThanOrEqual),
+            BinaryOp::Gt => (FloatCC::GreaterThan, IntCC::SignedGreaterThan),
+            BinaryOp::Ge => (FloatCC::GreaterThanOrEqual, IntCC::SignedGreaterThanOrEqual),
+            _ => return None,
+        };
+        if !float && k.types[a as usize] != DType::I32 {
+            return None;
+        }
+        let av = self.eval(a, true, j, memo);
+        let bv = self.eval(b, true, j, memo);
+        let m = if float { self.b.ins().fcmp(fcc, av, bv) } else { self.b.ins().icmp(icc, av, bv) };
+        let ty = self.b.func.dfg.value_type(m);
+        Some(if ty == types::I32X4 { m } else { self.b.ins().bitcast(types::I32X4, little_endian(), m) })
     }
 
     /// The i32 value of an affine index at `j` (lane `l` of a vector at `j + l`).
@@ -1021,9 +1064,11 @@ impl Gen<'_, '_> {
         if j.is_none() || inner == 0 {
             return s;
         }
-        let inner = self.b.ins().iconst(types::I32, inner);
-        let inner = self.b.ins().splat(types::I32X4, inner);
-        let lane_off = self.b.ins().imul(self.lanes, inner);
+        // lane l at j + l: the offsets [0, inner, 2 inner, 3 inner] are a constant-pool load
+        // (wrapping, as the i32 arithmetic of the scalar path)
+        let bytes: Vec<u8> = (0..4i32).flat_map(|l| l.wrapping_mul(inner as i32).to_le_bytes()).collect();
+        let handle = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
+        let lane_off = self.b.ins().vconst(types::I32X4, handle);
         self.b.ins().iadd(s, lane_off)
     }
 

@@ -36,15 +36,76 @@ pub unsafe fn strided(
     rsc: isize,
     csc: isize,
 ) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { strided_then(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, &mut |_, _| {}) }
+}
+
+/// [`strided`], calling `rows_done(i0, i1)` for rows of C as soon as they are final (while they
+/// are still in cache: the AVX-512 path reports each block of rows, the portable path all rows
+/// at the end), in increasing order, every row once.
+///
+/// # Safety
+/// As for [`strided`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn strided_then(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    rows_done: &mut dyn FnMut(usize, usize),
+) {
     // SAFETY (both arms): forwarded from the caller's contract; the AVX-512 kernel is used
     // only once `available` has detected the feature.
     unsafe {
         if csc == 1 && avx512::available() {
-            avx512::sgemm(avx512::Product { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc });
+            avx512::sgemm(
+                avx512::Product { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc },
+                rows_done,
+            );
         } else {
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+            if m > 0 {
+                rows_done(0, m);
+            }
         }
     }
+}
+
+/// Starts fetching a strided `rows x cols` matrix into the cache (a hint: no effect on results,
+/// never faults). For a batch of small products whose operands were just written by another
+/// kernel and sit in L3 or memory: the next product's operands arrive while this one runs.
+pub fn prefetch(ptr: *const f32, rows: usize, cols: usize, rs: isize, cs: isize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // contiguous runs: rows (cs == 1) or columns (rs == 1)
+        let (runs, len, stride) = if cs == 1 {
+            (rows, cols, rs)
+        } else if rs == 1 {
+            (cols, rows, cs)
+        } else {
+            return;
+        };
+        for r in 0..runs {
+            let run = ptr.wrapping_offset(r as isize * stride);
+            for l in (0..len).step_by(16) {
+                // SAFETY: prefetching has no architectural effect and never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(run.wrapping_add(l) as *const i8) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, rows, cols, rs, cs);
 }
 
 /// A strided f32 matrix operand: element `(i, j)` is at `ptr + i * row_stride + j * col_stride`

@@ -425,17 +425,15 @@ fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
                     if c0 < c1 {
                         // SAFETY: operand views were checked by the scheduler to lie inside
                         // their buffers; parts write disjoint output columns.
-                        unsafe { matmul_block(mm, &args.0, 0, rows, c0, c1) };
+                        unsafe { matmul_block(mm, &args.0, 0, rows, c0, c1, None) };
                     }
                     return;
                 }
                 let (s, e) = chunk(rows, parts, t);
                 if s < e {
                     // SAFETY: as above; parts write disjoint output rows.
-                    unsafe { matmul_block(mm, &args.0, s, e, 0, mm.n) };
-                    if let Some(f) = epilogue {
-                        unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
-                    }
+                    // (the epilogue runs inside, on each block of rows as it is finished)
+                    unsafe { matmul_block(mm, &args.0, s, e, 0, mm.n, *epilogue) };
                 }
             };
             if parts <= 1 {
@@ -465,11 +463,32 @@ const GEMV_MIN_WORK_FACTOR: usize = 16;
 /// tile width).
 const COLUMN_BLOCK: usize = 32;
 
+/// Offsets of batch entry `b`'s A and B (B at column 0).
+fn next_batch_offsets(mm: &MatMulKernel, b: usize) -> (i64, i64) {
+    let (mut oa, mut ob) = (mm.a.offset, mm.b.offset);
+    let mut rem = b;
+    for d in (0..mm.batch.len()).rev() {
+        let c = (rem % mm.batch[d]) as i64;
+        rem /= mm.batch[d];
+        oa += c * mm.a.batch[d];
+        ob += c * mm.b.batch[d];
+    }
+    (oa, ob)
+}
+
 /// Output rows `r0..r1` (over `batch x m`), columns `c0..c1` of a strided batched GEMM.
 ///
 /// # Safety
 /// `args` must hold the kernel's buffers, large enough for every operand view.
-unsafe fn matmul_block(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize, c0: usize, c1: usize) {
+unsafe fn matmul_block(
+    mm: &MatMulKernel,
+    args: &[*mut u8],
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+    epilogue: Option<KernelFn>,
+) {
     let m = mm.m.max(1);
     let mut r = r0;
     while r < r1 {
@@ -494,15 +513,40 @@ unsafe fn matmul_block(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize
         unsafe {
             let a = (args[mm.a.buf as usize] as *const f32).offset(oa as isize);
             let bp = (args[mm.b.buf as usize] as *const f32).offset(ob as isize);
+            if i1 == m && r + (i1 - i0) < r1 && !mm.batch.is_empty() {
+                // the next batch entry's operands, while this one is multiplied
+                let (na, nb) = next_batch_offsets(mm, b + 1);
+                let (a_base, b_base) =
+                    (args[mm.a.buf as usize] as *const f32, args[mm.b.buf as usize] as *const f32);
+                let (ars, acs, brs, bcs) =
+                    (mm.a.rs as isize, mm.a.cs as isize, mm.b.rs as isize, mm.b.cs as isize);
+                crate::jit::gemm::prefetch(a_base.wrapping_offset(na as isize), m, mm.k, ars, acs);
+                if nb != ob - c0 as i64 * mm.b.cs {
+                    let b_next = b_base.wrapping_offset((nb + c0 as i64 * mm.b.cs) as isize);
+                    crate::jit::gemm::prefetch(b_next, mm.k, cols, brs, bcs);
+                }
+            }
             let c = (args[mm.c.buf as usize] as *mut f32).offset(oc as isize);
             // one-row products (by shape, so every thread count takes the same path)
             if mm.m == 1 && mm.k > 0 && gemv::applies(mm.b.rs as isize, mm.b.cs as isize, mm.c.cs as isize) {
                 let (a_cs, b_rs, b_cs) = (mm.a.cs as isize, mm.b.rs as isize, mm.b.cs as isize);
                 gemv::gemv_row(gemv::Row { k: mm.k, n: cols, a, a_cs, b: bp, b_rs, b_cs, c });
+                if let Some(f) = epilogue {
+                    // SAFETY: the epilogue reads and writes only this row.
+                    f(args.as_ptr(), r as i64, r as i64 + 1);
+                }
                 r += 1;
                 continue;
             }
-            crate::jit::gemm::strided(
+            // the epilogue runs on each block of rows as soon as it is final (still in cache)
+            let first_row = r;
+            let mut rows_done = |s: usize, e: usize| {
+                if let Some(f) = epilogue {
+                    // SAFETY: the epilogue reads and writes only these rows.
+                    f(args.as_ptr(), (first_row + s) as i64, (first_row + e) as i64);
+                }
+            };
+            crate::jit::gemm::strided_then(
                 i1 - i0,
                 mm.k,
                 cols,
@@ -517,6 +561,7 @@ unsafe fn matmul_block(mm: &MatMulKernel, args: &[*mut u8], r0: usize, r1: usize
                 c,
                 mm.c.rs as isize,
                 mm.c.cs as isize,
+                &mut rows_done,
             );
         }
         r += i1 - i0;

@@ -964,7 +964,7 @@ impl<'a> Builder<'a> {
         };
         let a_shape = g.shape(an);
         let k = if trans_a { a_shape[r - 2] } else { a_shape[r - 1] };
-        let body = MatMulKernel {
+        let mut body = MatMulKernel {
             batch: shape[..r - 2].to_vec(),
             m: shape[r - 2],
             n: shape[r - 1],
@@ -974,6 +974,7 @@ impl<'a> Builder<'a> {
             c: MatOperand { buf: pc, offset: 0, batch: sc[..r - 2].to_vec(), rs: sc[r - 2], cs: 1 },
             epilogue: None,
         };
+        fold_batch_into_rows(&mut body);
         let flops = g.node_flops(id);
         self.matmul_kernel.insert(buf, self.kernels.len());
         self.kernels.push(Kernel {
@@ -1065,5 +1066,25 @@ impl<'a> Builder<'a> {
         if let KernelBody::MatMul(mm) = &mut kernel.body {
             mm.epilogue = Some(epi);
         }
+    }
+}
+
+/// Folds trailing batch dimensions into the rows of a product where that addresses the same
+/// elements: B shared by every batch entry (stride 0) and the rows of A and C running on from
+/// one entry to the next. `[64, 64, 512] x [512, 128]` becomes one `4096 x 512 x 128` product,
+/// which packs the shared B once instead of 64 times.
+fn fold_batch_into_rows(mm: &mut MatMulKernel) {
+    while let (Some(&d), Some(&ab), Some(&bb), Some(&cb)) =
+        (mm.batch.last(), mm.a.batch.last(), mm.b.batch.last(), mm.c.batch.last())
+    {
+        let m = mm.m as i64;
+        if bb != 0 || ab != m * mm.a.rs || cb != m * mm.c.rs || (d > 1 && mm.m > 1 && mm.a.rs == 0) {
+            break;
+        }
+        mm.m *= d;
+        mm.batch.pop();
+        mm.a.batch.pop();
+        mm.b.batch.pop();
+        mm.c.batch.pop();
     }
 }

@@ -20,8 +20,11 @@ use std::cell::RefCell;
 const KC: usize = 256;
 /// Rows of A packed at once (a multiple of both row tiles).
 const MC: usize = 96;
-/// Columns of B packed at once: a `KC x NC` block is 512 KiB (fits L2).
+/// Most columns of B packed at once.
 const NC: usize = 512;
+/// Most floats of packed B at once (all of its depth for a block of columns): 512 KiB, half
+/// of L2.
+const B_BLOCK: usize = 128 * 1024;
 
 /// 64-byte aligned storage for packed panels (aligned vector loads of B).
 #[derive(Clone, Copy)]
@@ -75,22 +78,33 @@ pub struct Product {
     pub rsc: isize,
 }
 
-/// Computes the product. With `beta == 0` C is only written.
+/// Computes the product. With `beta == 0` C is only written. `rows_done(i0, i1)` (rows of
+/// this product) is called as soon as those rows of C are final, while they are still in
+/// cache, in increasing order, covering every row once.
 ///
 /// # Safety
 /// [`available`] must have returned true; every element addressed by A (`m x k`), B (`k x n`)
 /// and C (`m x n`, unit column stride) must be valid, C must not overlap A or B, and distinct
 /// rows of C must not overlap.
-pub unsafe fn sgemm(p: Product) {
+pub unsafe fn sgemm(p: Product, rows_done: &mut dyn FnMut(usize, usize)) {
     if p.m == 0 || p.n == 0 {
+        if p.m > 0 {
+            rows_done(0, p.m);
+        }
         return;
+    }
+    if std::env::var("GEMM_TRACE").is_ok() {
+        eprintln!(
+            "gemm m={} k={} n={} rsa={} csa={} rsb={} csb={} rsc={}",
+            p.m, p.k, p.n, p.rsa, p.csa, p.rsb, p.csb, p.rsc
+        );
     }
     #[cfg(target_arch = "x86_64")]
     PACK.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
         let (pa, pb) = &mut *bufs;
         // SAFETY: forwarded from the caller's contract; AVX-512F was detected.
-        unsafe { sgemm_blocked(p, pa, pb) }
+        unsafe { sgemm_blocked(p, pa, pb, rows_done) }
     });
 }
 
@@ -102,7 +116,12 @@ fn row_tile(m: usize) -> usize {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn sgemm_blocked(p: Product, pa: &mut Vec<Line>, pb: &mut Vec<Line>) {
+unsafe fn sgemm_blocked(
+    p: Product,
+    pa: &mut Vec<Line>,
+    pb: &mut Vec<Line>,
+    rows_done: &mut dyn FnMut(usize, usize),
+) {
     let Product { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc } = p;
     if k == 0 {
         for i in 0..m {
@@ -112,33 +131,67 @@ unsafe fn sgemm_blocked(p: Product, pa: &mut Vec<Line>, pb: &mut Vec<Line>) {
                 *x = if beta == 0.0 { 0.0 } else { beta * *x };
             }
         }
+        rows_done(0, m);
         return;
     }
     let nv = if n <= 16 { 1 } else { 2 };
     let nr = 16 * nv;
     let mr = row_tile(m);
-    let kc_max = k.min(KC);
-    let nc_max = n.min(NC).div_ceil(nr) * nr;
+    // columns per block: all of B's depth for them packed at once (at most B_BLOCK floats), so
+    // that a block of C is finished while it is in cache instead of being revisited per depth
+    let ncb = (B_BLOCK / k / nr * nr).clamp(nr, NC);
+    let nc_max = n.min(ncb).div_ceil(nr) * nr;
     let mc_max = m.min(MC).div_ceil(mr) * mr;
-    grow(pb, kc_max * nc_max / 16);
-    grow(pa, (kc_max * mc_max).div_ceil(16));
-    for jc in (0..n).step_by(NC) {
-        let nc = (n - jc).min(NC);
+    grow(pb, (k * nc_max).div_ceil(16));
+    grow(pa, (k.min(KC) * mc_max).div_ceil(16));
+    let bpk = pb.as_mut_ptr() as *mut f32;
+    let apk = pa.as_mut_ptr() as *mut f32;
+    for jc in (0..n).step_by(ncb) {
+        let nc = (n - jc).min(ncb);
+        let nc_pad = nc.div_ceil(nr) * nr;
         for pc in (0..k).step_by(KC) {
             let kc = (k - pc).min(KC);
-            let bpk = pb.as_mut_ptr() as *mut f32;
-            // SAFETY: the block of B lies inside B; the buffer holds kc * nc_max floats.
-            unsafe { pack_b(b.offset(pc as isize * rsb + jc as isize * csb), rsb, csb, kc, nc, nr, bpk) };
-            let first = pc == 0;
-            for ic in (0..m).step_by(MC) {
-                let mc = (m - ic).min(MC);
-                let apk = pa.as_mut_ptr() as *mut f32;
-                // SAFETY: the block of A lies inside A; the buffer holds kc * mc_max floats.
+            // SAFETY: the block of B lies inside B; the buffer holds k * nc_max floats, depth
+            // block pc at offset pc * nc_pad.
+            unsafe {
+                pack_b(
+                    b.offset(pc as isize * rsb + jc as isize * csb),
+                    rsb,
+                    csb,
+                    kc,
+                    nc,
+                    nr,
+                    bpk.add(pc * nc_pad),
+                )
+            };
+        }
+        for ic in (0..m).step_by(MC) {
+            let mc = (m - ic).min(MC);
+            for pc in (0..k).step_by(KC) {
+                let kc = (k - pc).min(KC);
+                // SAFETY: the block of A lies inside A; the buffer holds KC * mc_max floats.
                 unsafe { pack_a(a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, mc, kc, mr, apk) };
+                // the next block of A is fetched while this one is multiplied: a large A comes
+                // from L3 or memory, and packing would otherwise wait for every line
+                let (nic, npc) = if pc + KC < k { (ic, pc + KC) } else { (ic + MC, 0) };
+                let mut ahead = if nic < m {
+                    // SAFETY: the next block's origin lies inside A.
+                    Ahead::new(
+                        unsafe { a.offset(nic as isize * rsa + npc as isize * csa) },
+                        rsa,
+                        csa,
+                        (m - nic).min(MC),
+                        (k - npc).min(KC),
+                    )
+                } else {
+                    Ahead::none()
+                };
+                let calls = nc.div_ceil(nr) * mc.div_ceil(mr);
+                let per_call = ahead.lines().div_ceil(calls);
                 for jr in (0..nc).step_by(nr) {
                     let cols = (nc - jr).min(nr);
-                    // SAFETY: panel jr / nr of the packed block.
-                    let bp = unsafe { bpk.add(jr * kc) };
+                    // SAFETY: panel jr / nr of depth block pc of the packed B.
+                    let bp = unsafe { bpk.add(pc * nc_pad + jr * kc) };
                     for ir in (0..mc).step_by(mr) {
                         let rows = (mc - ir).min(mr);
                         let tile = Tile {
@@ -152,8 +205,9 @@ unsafe fn sgemm_blocked(p: Product, pa: &mut Vec<Line>, pb: &mut Vec<Line>) {
                             rows,
                             cols,
                             alpha,
-                            beta: if first { beta } else { 1.0 },
+                            beta: if pc == 0 { beta } else { 1.0 },
                         };
+                        ahead.issue(per_call);
                         // SAFETY: the tile addresses rows < rows and columns < cols of C only.
                         unsafe {
                             match (mr, nv) {
@@ -166,6 +220,55 @@ unsafe fn sgemm_blocked(p: Product, pa: &mut Vec<Line>, pb: &mut Vec<Line>) {
                     }
                 }
             }
+            if jc + ncb >= n {
+                rows_done(ic, ic + mc);
+            }
+        }
+    }
+}
+
+/// Prefetches of the cache lines of a block of A, issued a few at a time.
+struct Ahead {
+    base: *const f32,
+    /// stride between the contiguous runs (rows of A, or columns when A is transposed)
+    stride: isize,
+    runs: usize,
+    lines_per_run: usize,
+    next: usize,
+}
+
+impl Ahead {
+    fn new(base: *const f32, rsa: isize, csa: isize, rows: usize, depth: usize) -> Ahead {
+        let (stride, runs, len) = if csa == 1 {
+            (rsa, rows, depth)
+        } else if rsa == 1 {
+            (csa, depth, rows)
+        } else {
+            return Ahead::none();
+        };
+        Ahead { base, stride, runs, lines_per_run: len.div_ceil(16) + 1, next: 0 }
+    }
+
+    fn none() -> Ahead {
+        Ahead { base: std::ptr::null(), stride: 0, runs: 0, lines_per_run: 0, next: 0 }
+    }
+
+    fn lines(&self) -> usize {
+        self.runs * self.lines_per_run
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn issue(&mut self, count: usize) {
+        let end = (self.next + count).min(self.lines());
+        while self.next < end {
+            let (run, line) = (self.next / self.lines_per_run, self.next % self.lines_per_run);
+            // a prefetch never faults; the addresses stay within the block's rows (plus at most
+            // one line past a run's end, still inside or just after A)
+            let addr = self.base.wrapping_offset(run as isize * self.stride).wrapping_add(line * 16);
+            // SAFETY: prefetching has no architectural effect.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(addr as *const i8) };
+            self.next += 1;
         }
     }
 }
@@ -350,6 +453,13 @@ unsafe fn kernel<const MR: usize, const NV: usize>(t: Tile) {
     // SAFETY (whole body): the packed panels hold kc steps of MR and 16*NV floats; C accesses
     // are masked to rows < t.rows and columns < t.cols.
     unsafe {
+        // C's tile is read (or written) after the loop: start fetching its lines now
+        for i in 0..MR.min(t.rows) {
+            let row = t.c.offset(i as isize * t.rsc);
+            for v in 0..NV {
+                _mm_prefetch::<_MM_HINT_ET0>(row.add(16 * v) as *const i8);
+            }
+        }
         for _ in 0..t.kc {
             let mut bv = [_mm512_setzero_ps(); NV];
             for (v, x) in bv.iter_mut().enumerate() {
@@ -440,7 +550,7 @@ mod tests {
                         rsc: n as isize,
                     };
                     // SAFETY: the buffers hold exactly the elements addressed.
-                    unsafe { sgemm(p) };
+                    unsafe { sgemm(p, &mut |_, _| {}) };
                     for i in 0..m {
                         for j in 0..n {
                             let mut s = 0.0f64;
@@ -516,7 +626,7 @@ mod tests {
                 rsc: n as isize,
             };
             // SAFETY: the sub-ranges lie inside the m x k, k x n and m x n buffers.
-            unsafe { sgemm(p) };
+            unsafe { sgemm(p, &mut |_, _| {}) };
         };
         let mut whole = vec![0.0f32; m * n];
         run(0, m, 0, n, &mut whole);
