@@ -93,12 +93,6 @@ pub unsafe fn sgemm(p: Product, rows_done: &mut dyn FnMut(usize, usize)) {
         }
         return;
     }
-    if std::env::var("GEMM_TRACE").is_ok() {
-        eprintln!(
-            "gemm m={} k={} n={} rsa={} csa={} rsb={} csb={} rsc={}",
-            p.m, p.k, p.n, p.rsa, p.csa, p.rsb, p.csb, p.rsc
-        );
-    }
     #[cfg(target_arch = "x86_64")]
     PACK.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
