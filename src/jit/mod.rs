@@ -64,7 +64,8 @@ fn new_state() -> Result<JitState, CodegenError> {
     };
     set(&mut flag_builder, "use_colocated_libcalls", "false")?;
     set(&mut flag_builder, "is_pic", "false")?;
-    set(&mut flag_builder, "opt_level", "speed")?;
+    let opt = std::env::var("MODELC_CLIF_OPT").unwrap_or_else(|_| "speed".into());
+    set(&mut flag_builder, "opt_level", &opt)?;
     set(&mut flag_builder, "enable_verifier", if verify { "true" } else { "false" })?;
     let isa_builder = cranelift_native::builder().map_err(|e| CodegenError(format!("host ISA: {e}")))?;
     let isa = isa_builder

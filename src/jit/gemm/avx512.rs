@@ -343,14 +343,13 @@ unsafe fn pack_a(a: *const f32, rsa: isize, csa: isize, mc: usize, kc: usize, mr
             let i0 = q * mr;
             let rows = (mc - i0).min(mr);
             let panel = out.add(i0 * kc);
-            if rsa == 1 && rows == mr {
-                // columns of A are contiguous: one short copy per step
+            if rsa == 1 {
+                // columns of A are contiguous: one masked load and store per step (rows past
+                // the block read as zero)
+                let (load, store) = (lanes(rows), lanes(mr));
                 for p in 0..kc {
-                    std::ptr::copy_nonoverlapping(
-                        a.offset(p as isize * csa + i0 as isize),
-                        panel.add(p * mr),
-                        mr,
-                    );
+                    let v = _mm512_maskz_loadu_ps(load, a.offset(p as isize * csa + i0 as isize));
+                    _mm512_mask_storeu_ps(panel.add(p * mr), store, v);
                 }
             } else if csa == 1 {
                 // rows of A are contiguous: blocks of 16 steps transposed in registers, each
