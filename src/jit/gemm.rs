@@ -1,11 +1,12 @@
 //! Single-precision matrix products for the executor: `C = alpha A B + beta C` on strided
 //! operands (a transposed operand is just swapped strides, never a copy), and the row ranges
-//! that split one product over the executor's threads.
+//! that split one product over threads.
 //!
-//! The work is done by `matrixmultiply` (packed 8x8 AVX2 + FMA micro-kernel chosen at run
-//! time). It was picked by benchmark over the `gemm` crate and a Cranelift micro-kernel (which
-//! is limited to 128-bit vectors); figures and commands are in `BENCHMARKS.md`. Bias,
-//! activation and residual epilogues stay in JIT kernels run over C afterwards.
+//! The work is done by the packed AVX-512 kernel of [`avx512`] where the CPU has AVX-512F (chosen
+//! at run time; `MODELC_GEMM=matrixmultiply` turns it off), else by `matrixmultiply` (packed 8x8
+//! AVX2 + FMA micro-kernel chosen at run time). Figures and commands are in `BENCHMARKS.md`.
+//! Bias, activation and residual epilogues stay in JIT kernels, run by the executor on each
+//! block of rows as [`strided_then`] reports it finished.
 
 use std::ops::Range;
 

@@ -46,6 +46,8 @@ struct JitState {
     module: JITModule,
     /// The module's target, shared with the compiling threads.
     isa: OwnedTargetIsa,
+    /// The same target without Cranelift's optimiser (see [`plain_codegen`]).
+    plain: OwnedTargetIsa,
     cache: HashMap<LoopKernel, KernelFn>,
     compiled_total: usize,
 }
@@ -56,7 +58,7 @@ unsafe impl Send for JitState {}
 
 static JIT: Mutex<Option<JitState>> = Mutex::new(None);
 
-fn new_state() -> Result<JitState, CodegenError> {
+fn build_isa(opt_level: &str) -> Result<OwnedTargetIsa, CodegenError> {
     let mut flag_builder = settings::builder();
     let verify = cfg!(debug_assertions);
     let set = |fb: &mut settings::Builder, k: &str, v: &str| {
@@ -64,15 +66,44 @@ fn new_state() -> Result<JitState, CodegenError> {
     };
     set(&mut flag_builder, "use_colocated_libcalls", "false")?;
     set(&mut flag_builder, "is_pic", "false")?;
-    let opt = std::env::var("MODELC_CLIF_OPT").unwrap_or_else(|_| "speed".into());
-    set(&mut flag_builder, "opt_level", &opt)?;
+    set(&mut flag_builder, "opt_level", opt_level)?;
     set(&mut flag_builder, "enable_verifier", if verify { "true" } else { "false" })?;
     let isa_builder = cranelift_native::builder().map_err(|e| CodegenError(format!("host ISA: {e}")))?;
-    let isa = isa_builder
-        .finish(settings::Flags::new(flag_builder))
-        .map_err(|e| CodegenError(format!("host ISA: {e}")))?;
+    isa_builder.finish(settings::Flags::new(flag_builder)).map_err(|e| CodegenError(format!("host ISA: {e}")))
+}
+
+fn new_state() -> Result<JitState, CodegenError> {
+    // `MODELC_CLIF_OPT` (a developer switch): one Cranelift opt level for every kernel, else
+    // the per-kernel choice of `isa_for`
+    let forced = std::env::var("MODELC_CLIF_OPT").ok();
+    let isa = build_isa(forced.as_deref().unwrap_or("speed"))?;
+    let plain = build_isa(forced.as_deref().unwrap_or("none"))?;
     let module = JITModule::new(JITBuilder::with_isa(isa.clone(), default_libcall_names()));
-    Ok(JitState { module, isa, cache: HashMap::new(), compiled_total: 0 })
+    Ok(JitState { module, isa, plain, cache: HashMap::new(), compiled_total: 0 })
+}
+
+/// Whether a kernel is compiled without Cranelift's optimiser: row kernels of several passes
+/// and kernels with inline transcendental math. Their many constants are what `speed` hoists out
+/// of the loops and then spills for want of registers (16 xmm), reloading them from the stack on
+/// every use; unoptimised, each constant is a load from the constant pool where it is used. The
+/// code generator already computes each value once and hoists row invariants itself.
+fn plain_codegen(k: &LoopKernel) -> bool {
+    use crate::ir::{BinaryOp, UnaryOp};
+    k.passes > 1
+        || k.exprs.iter().any(|e| match e {
+            crate::sched::Expr::Unary { op, .. } => matches!(
+                op,
+                UnaryOp::Exp
+                    | UnaryOp::Log
+                    | UnaryOp::Tanh
+                    | UnaryOp::Sigmoid
+                    | UnaryOp::Erf
+                    | UnaryOp::Sin
+                    | UnaryOp::Cos
+            ),
+            crate::sched::Expr::Binary { op, .. } => *op == BinaryOp::Pow,
+            _ => false,
+        })
 }
 
 /// Machine code of one kernel, compiled on any thread, to be defined in the module.
@@ -161,7 +192,7 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(pending.len())
     };
-    let isa = &*st.isa;
+    let (isa, plain) = (&*st.isa, &*st.plain);
     let next = AtomicUsize::new(0);
     let work = || -> Vec<(usize, Result<CompiledKernel, CodegenError>)> {
         let mut ctx = Context::new();
@@ -170,7 +201,8 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((k, id, name)) = pending.get(i) else { break };
-            out.push((i, compile_one(isa, k, *id, name, &mut ctx, &mut fctx)));
+            let target = if plain_codegen(k) { plain } else { isa };
+            out.push((i, compile_one(target, k, *id, name, &mut ctx, &mut fctx)));
         }
         out
     };
