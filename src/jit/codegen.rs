@@ -1124,13 +1124,10 @@ impl Gen<'_, '_> {
                 let one = if vector { self.b.ins().splat(ty, one) } else { one };
                 self.b.ins().bxor(x, one)
             }
-            UnaryOp::Exp
-            | UnaryOp::Log
-            | UnaryOp::Tanh
-            | UnaryOp::Sigmoid
-            | UnaryOp::Erf
-            | UnaryOp::Sin
-            | UnaryOp::Cos => math::emit_unary(self.b, op, x),
+            _ => {
+                debug_assert!(math::is_inline(op), "{op:?} has an arm above");
+                math::emit_unary(self.b, op, x)
+            }
         }
     }
 

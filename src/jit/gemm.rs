@@ -6,7 +6,7 @@
 //! at run time; `MODELC_GEMM=matrixmultiply` turns it off), else by `matrixmultiply` (packed 8x8
 //! AVX2 + FMA micro-kernel chosen at run time). Figures and commands are in `BENCHMARKS.md`.
 //! Bias, activation and residual epilogues stay in JIT kernels, run by the executor on each
-//! block of rows as [`strided_then`] reports it finished.
+//! block of rows as [`strided`] reports it finished.
 
 use std::ops::Range;
 
@@ -16,39 +16,15 @@ pub use avx512::available as avx512_available;
 
 /// `C = alpha A B + beta C` on raw strided operands (strides in elements): the AVX-512 kernel
 /// of [`avx512`] when the CPU has it and C's rows are contiguous, else `matrixmultiply`.
+/// `rows_done(i0, i1)` is called for rows of C as soon as they are final (while they are still
+/// in cache: the AVX-512 path reports each block of rows, the portable path all rows at the
+/// end), in increasing order, every row once.
 ///
 /// # Safety
 /// As for [`sgemm`]: every addressed element valid, C not overlapping A or B, distinct
 /// elements of C at distinct addresses.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn strided(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-) {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { strided_then(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, &mut |_, _| {}) }
-}
-
-/// [`strided`], calling `rows_done(i0, i1)` for rows of C as soon as they are final (while they
-/// are still in cache: the AVX-512 path reports each block of rows, the portable path all rows
-/// at the end), in increasing order, every row once.
-///
-/// # Safety
-/// As for [`strided`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn strided_then(
     m: usize,
     k: usize,
     n: usize,
@@ -197,6 +173,7 @@ pub unsafe fn sgemm_rows(
             c_ptr,
             c.row_stride,
             c.col_stride,
+            &mut |_, _| {},
         );
     }
 }

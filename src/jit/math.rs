@@ -17,6 +17,21 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
+/// The ops computed by inline polynomial code here (the transcendental functions), as opposed to
+/// a single instruction.
+pub fn is_inline(op: UnaryOp) -> bool {
+    matches!(
+        op,
+        UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Erf
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+    )
+}
+
 /// Emits `op(x)` where `x` is `f32x4` or `f32`; the result has the type of `x`.
 ///
 /// `Neg` and `Abs` also accept `i32` / `i32x4` (the IR allows them on ints).

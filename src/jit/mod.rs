@@ -88,20 +88,12 @@ fn new_state() -> Result<JitState, CodegenError> {
 /// every use; unoptimised, each constant is a load from the constant pool where it is used. The
 /// code generator already computes each value once and hoists row invariants itself.
 fn plain_codegen(k: &LoopKernel) -> bool {
-    use crate::ir::{BinaryOp, UnaryOp};
+    use crate::ir::BinaryOp;
+    use crate::sched::Expr;
     k.passes > 1
         || k.exprs.iter().any(|e| match e {
-            crate::sched::Expr::Unary { op, .. } => matches!(
-                op,
-                UnaryOp::Exp
-                    | UnaryOp::Log
-                    | UnaryOp::Tanh
-                    | UnaryOp::Sigmoid
-                    | UnaryOp::Erf
-                    | UnaryOp::Sin
-                    | UnaryOp::Cos
-            ),
-            crate::sched::Expr::Binary { op, .. } => *op == BinaryOp::Pow,
+            Expr::Unary { op, .. } => math::is_inline(*op),
+            Expr::Binary { op, .. } => *op == BinaryOp::Pow,
             _ => false,
         })
 }

@@ -463,17 +463,19 @@ const GEMV_MIN_WORK_FACTOR: usize = 16;
 /// tile width).
 const COLUMN_BLOCK: usize = 32;
 
-/// Offsets of batch entry `b`'s A and B (B at column 0).
-fn next_batch_offsets(mm: &MatMulKernel, b: usize) -> (i64, i64) {
-    let (mut oa, mut ob) = (mm.a.offset, mm.b.offset);
+/// Offsets of batch entry `b`'s A, B and C (at row and column 0).
+fn batch_offsets(mm: &MatMulKernel, b: usize) -> (i64, i64, i64) {
+    let (mut oa, mut ob, mut oc) = (mm.a.offset, mm.b.offset, mm.c.offset);
     let mut rem = b;
+    // batch coordinates of b (row-major over mm.batch)
     for d in (0..mm.batch.len()).rev() {
         let c = (rem % mm.batch[d]) as i64;
         rem /= mm.batch[d];
         oa += c * mm.a.batch[d];
         ob += c * mm.b.batch[d];
+        oc += c * mm.c.batch[d];
     }
-    (oa, ob)
+    (oa, ob, oc)
 }
 
 /// Output rows `r0..r1` (over `batch x m`), columns `c0..c1` of a strided batched GEMM.
@@ -495,16 +497,7 @@ unsafe fn matmul_block(
         let b = r / m;
         let i0 = r % m;
         let i1 = (m).min(i0 + (r1 - r));
-        // batch coordinates of b (row-major over mm.batch)
-        let (mut oa, mut ob, mut oc) = (mm.a.offset, mm.b.offset, mm.c.offset);
-        let mut rem = b;
-        for d in (0..mm.batch.len()).rev() {
-            let c = (rem % mm.batch[d]) as i64;
-            rem /= mm.batch[d];
-            oa += c * mm.a.batch[d];
-            ob += c * mm.b.batch[d];
-            oc += c * mm.c.batch[d];
-        }
+        let (mut oa, mut ob, mut oc) = batch_offsets(mm, b);
         oa += i0 as i64 * mm.a.rs;
         oc += i0 as i64 * mm.c.rs + c0 as i64 * mm.c.cs;
         ob += c0 as i64 * mm.b.cs;
@@ -515,7 +508,7 @@ unsafe fn matmul_block(
             let bp = (args[mm.b.buf as usize] as *const f32).offset(ob as isize);
             if i1 == m && r + (i1 - i0) < r1 && !mm.batch.is_empty() {
                 // the next batch entry's operands, while this one is multiplied
-                let (na, nb) = next_batch_offsets(mm, b + 1);
+                let (na, nb, _) = batch_offsets(mm, b + 1);
                 let (a_base, b_base) =
                     (args[mm.a.buf as usize] as *const f32, args[mm.b.buf as usize] as *const f32);
                 let (ars, acs, brs, bcs) =
@@ -546,7 +539,7 @@ unsafe fn matmul_block(
                     f(args.as_ptr(), (first_row + s) as i64, (first_row + e) as i64);
                 }
             };
-            crate::jit::gemm::strided_then(
+            crate::jit::gemm::strided(
                 i1 - i0,
                 mm.k,
                 cols,
