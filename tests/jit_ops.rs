@@ -199,6 +199,61 @@ fn matmul_matches_reference() {
     }
 }
 
+/// A batch of products sharing one B (a weight broadcast over the batch, as `x W` with a 3-d
+/// `x`): folded into one product with `batch * m` rows when A's rows run on (not when A is
+/// transposed); with a bias + ReLU epilogue over more rows than one GEMM row block (96), so the
+/// epilogue runs block by block.
+#[test]
+fn shared_weight_products_match_reference() {
+    for (c, &(m, k, n)) in [(5usize, 7usize, 9usize), (64, 33, 40), (1, 17, 3)].iter().enumerate() {
+        for ta in [false, true] {
+            let mut g = Graph::new(format!("shared_b_{m}x{k}x{n}_ta{ta}"));
+            let batch = [2usize, 3];
+            let mut sa = batch.to_vec();
+            sa.extend(if ta { [k, m] } else { [m, k] });
+            let a = input(&mut g, "a", DType::F32, &sa);
+            let w = input(&mut g, "w", DType::F32, &[k, n]);
+            let mut sb = batch.to_vec();
+            sb.extend([k, n]);
+            let wb = g.broadcast_to(w, &sb).expect("broadcast");
+            let y = g.add(Op::MatMul { trans_a: ta, trans_b: false }, &[a, wb], None);
+            let bias = input(&mut g, "bias", DType::F32, &[n]);
+            let ys = g.ty(y).shape.clone();
+            let bb = g.broadcast_to(bias, &ys).expect("broadcast");
+            let z = g.binary(BinaryOp::Add, y, bb);
+            let zero = g.constant(0.0, g.ty(z).clone());
+            let r = g.binary(BinaryOp::Max, z, zero);
+            g.add_output("y", r);
+            check_graph(&g, &g.name.clone(), c as u64);
+            // the schedule: one product of batch * m rows unless A is transposed (its rows then
+            // do not run on from one batch entry to the next)
+            let sg = modelc::passes::run_pipeline(g.clone(), &modelc::passes::PipelineOptions::default());
+            let s = modelc::sched::schedule(&sg);
+            let mm: Vec<_> = s
+                .kernels
+                .iter()
+                .filter_map(|k| match &k.body {
+                    modelc::sched::KernelBody::MatMul(mm) => Some(mm),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(mm.len(), 1, "{}: one product kernel", g.name);
+            if ta {
+                assert_eq!(mm[0].batch, vec![2, 3], "{}: batch kept", g.name);
+            } else {
+                assert!(
+                    mm[0].batch.is_empty() && mm[0].m == 6 * m,
+                    "{}: folded, got {:?} x {}",
+                    g.name,
+                    mm[0].batch,
+                    mm[0].m
+                );
+                assert!(mm[0].epilogue.is_some(), "{}: bias + ReLU run as the epilogue", g.name);
+            }
+        }
+    }
+}
+
 #[test]
 fn layout_ops_match_reference() {
     let shape = [3usize, 17, 5];
