@@ -36,11 +36,22 @@ pub struct BenchOptions {
     /// Also time every kernel separately (`profile_iters` runs of the kernels).
     pub profile: bool,
     pub seed: u64,
+    /// Parameters of a model benchmark loaded from this checkpoint (safetensors keyed by
+    /// parameter path, as `modelc train` writes) instead of initialised from `seed`.
+    pub checkpoint: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { threads: None, warmup: 3, iters: None, target_seconds: 2.0, profile: false, seed: 0 }
+        BenchOptions {
+            threads: None,
+            warmup: 3,
+            iters: None,
+            target_seconds: 2.0,
+            profile: false,
+            seed: 0,
+            checkpoint: None,
+        }
     }
 }
 
@@ -488,6 +499,9 @@ pub fn bench_model(
     let (mut exe, mut compile, nodes) =
         compile_graph(e.graph, opts, opts.seed).map_err(ModelBenchError::Runtime)?;
     compile.insert(0, ("elaborate", t_elab));
+    if let Some(path) = &opts.checkpoint {
+        exe.load_safetensors(path).map_err(|e| ModelBenchError::Runtime(e.0))?;
+    }
     let inputs = random_inputs(exe.graph());
     let time = time_runs(opts.warmup, opts.iters, opts.target_seconds, |_| {
         exe.run(&inputs).map(|_| ()).map_err(|e| ModelBenchError::Runtime(e.0))

@@ -220,3 +220,39 @@ fn bench_prints_one_json_object_per_workload() {
     let (code, _, err) = modelc(&["bench", "models/digits_mlp.model", "--batch", "8"]);
     assert_eq!(code, 2, "--batch on a train block is a usage error: {err}");
 }
+
+#[test]
+fn bench_times_a_model_with_checkpoint_weights() {
+    let dir = std::env::temp_dir().join(format!("modelc-cli-bench-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ckpt = dir.join("weights.safetensors");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compiled = modelc::Compiled::from_file(&root.join("models/digits_mlp.model")).expect("compiles");
+    let model = compiled.model("DigitsMLP", &[], &[("B", 4)], 7).expect("model");
+    model.save_weights(&ckpt).expect("save");
+    let ck = ckpt.to_str().unwrap();
+    let args = [
+        "bench",
+        "models/digits_mlp.model",
+        "--model",
+        "DigitsMLP",
+        "--json",
+        "--threads",
+        "1",
+        "--iters",
+        "2",
+    ];
+    let (code, out, err) = modelc(&[&args[..], &["--checkpoint", ck]].concat());
+    assert_eq!(code, 0, "stderr:\n{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    // a checkpoint that is not there is an error that names it, not a panic
+    let missing = dir.join("missing.safetensors");
+    let (code, _, err) = modelc(&[&args[..], &["--checkpoint", missing.to_str().unwrap()]].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains("missing.safetensors") && !err.contains("panicked"), "{err}");
+    // --checkpoint is for models: a train block's step starts from its own initialisation
+    let (code, _, err) =
+        modelc(&["bench", "models/digits_mlp.model", "--run", "digits_mlp", "--checkpoint", ck]);
+    assert_eq!(code, 2, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

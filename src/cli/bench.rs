@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Print one JSON object per workload (one line each) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Parameters from this checkpoint instead of the initial ones (models only): work that
+    /// depends on the values, such as erf's branch for large inputs, is timed on trained weights.
+    #[arg(long, conflicts_with = "run")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 pub fn run(a: &BenchArgs) -> ExitCode {
@@ -61,10 +65,16 @@ pub fn run(a: &BenchArgs) -> ExitCode {
         warmup: a.warmup,
         iters: a.iters,
         profile: a.profile,
+        checkpoint: a.checkpoint.clone(),
         ..BenchOptions::default()
     };
     let has_train = prog.root_items().any(|(_, i)| matches!(i, modelc::syntax::ast::Item::Train(_)));
     if a.run.is_some() || (a.model.is_none() && has_train) {
+        if a.checkpoint.is_some() {
+            return super::usage_error(
+                "--checkpoint applies to models (--model NAME); a train block's step starts from its own initialisation",
+            );
+        }
         if !a.batches.is_empty() {
             return super::usage_error(
                 "--batch applies to models; a train block's batch size comes from its data block",
