@@ -397,7 +397,9 @@ impl Vectors<'_, '_> {
 
     /// `erf(x)`: odd polynomial `x + x p(x^2)` for `|x| <= 0.927734375`, else
     /// `sign(x) (1 - exp(q(|x|)))` (both minimax fits of the kind N. Juffa published for
-    /// `erff`, about 1 ulp each).
+    /// `erff`, about 1 ulp each). The second formula, with its exponential, is evaluated only
+    /// when one of the four lanes needs it (a branch per vector; the results are the same
+    /// either way): GELU of small activations, as in a freshly initialised network, skips it.
     fn erf(&mut self, x: Value) -> Value {
         let t = self.b.ins().fabs(x);
         let s = self.b.ins().fmul(x, x);
@@ -407,6 +409,15 @@ impl Vectors<'_, '_> {
             &[-5.96761703e-4, 4.99119423e-3, -2.67681349e-2, 1.12819925e-1, -3.76125336e-1, 1.28379166e-1],
         );
         let small = self.fma(p, x, x);
+        // the large-|x| formula (with its exp) only when some lane needs it
+        let is_large = self.cmp_c(FloatCC::GreaterThan, t, 0.927734375);
+        let any = self.b.ins().vany_true(is_large);
+        let large_block = self.b.create_block();
+        let join = self.b.create_block();
+        let out = self.b.append_block_param(join, types::F32X4);
+        self.b.ins().brif(any, large_block, &[], join, &[small.into()]);
+        self.b.switch_to_block(large_block);
+        self.b.seal_block(large_block);
 
         let r = self.poly(t, &[-1.72853470e-5, 3.83197126e-4]);
         let u = self.poly(t, &[-3.88396438e-3, 2.42546219e-2]);
@@ -425,9 +436,11 @@ impl Vectors<'_, '_> {
         let large = self.b.ins().fsub(one, e);
         let sign = self.sign_bits(x);
         let large = self.xor_sign(large, sign);
-
-        let is_large = self.cmp_c(FloatCC::GreaterThan, t, 0.927734375);
-        self.sel(is_large, large, small)
+        let mixed = self.sel(is_large, large, small);
+        self.b.ins().jump(join, &[mixed.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        out
     }
 
     /// `sin(x)` or `cos(x)`: `|x| = q pi/2 + r` (three-part Cody–Waite with FMA), Cephes
