@@ -217,6 +217,16 @@ impl Vectors<'_, '_> {
         let above = self.cmp_c(FloatCC::GreaterThan, x, 89.0);
         let x = self.sel_c(above, 89.0, x);
         let below = self.cmp_c(FloatCC::LessThan, x, -104.0);
+        // a vector of four such lanes (the masked end of a causal attention row) is 0 without
+        // the polynomial: a branch per vector, same results
+        let all_below = self.b.ins().vall_true(below);
+        let compute = self.b.create_block();
+        let join = self.b.create_block();
+        let out = self.b.append_block_param(join, types::F32X4);
+        let zero = self.f(0.0);
+        self.b.ins().brif(all_below, join, &[zero.into()], compute, &[]);
+        self.b.switch_to_block(compute);
+        self.b.seal_block(compute);
         let x = self.sel_c(below, 0.0, x);
         let (y, ni) = self.exp_parts(x);
         let n1 = self.b.ins().sshr_imm_u(ni, 1);
@@ -225,7 +235,11 @@ impl Vectors<'_, '_> {
         let s2 = self.pow2(n2);
         let y = self.b.ins().fmul(y, s1);
         let y = self.b.ins().fmul(y, s2);
-        self.sel_c(below, 0.0, y)
+        let y = self.sel_c(below, 0.0, y);
+        self.b.ins().jump(join, &[y.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        out
     }
 
     /// `exp(x)` for `x <= 0` where results below `exp(-87)` (about `1.6e-38`, the bottom of the
