@@ -22,6 +22,8 @@ const KC: usize = 256;
 const MC: usize = 96;
 /// Most columns of B packed at once.
 const NC: usize = 512;
+/// Products of at most this many rows read a row-major B in place instead of packing it.
+const DIRECT_B_MAX_ROWS: usize = 64;
 /// Most floats of packed B at once (all of its depth for a block of columns): 512 KiB, half
 /// of L2.
 const B_BLOCK: usize = 128 * 1024;
@@ -140,10 +142,16 @@ unsafe fn sgemm_blocked(
     grow(pa, (k.min(KC) * mc_max).div_ceil(16));
     let bpk = pb.as_mut_ptr() as *mut f32;
     let apk = pa.as_mut_ptr() as *mut f32;
+    // few rows: each B panel would serve only a few tiles, so packing B (a pass over all of it
+    // per call) costs more than it saves; whole panels of a row-major B are read in place
+    let direct_b = csb == 1 && n % nr == 0 && m <= DIRECT_B_MAX_ROWS;
     for jc in (0..n).step_by(ncb) {
         let nc = (n - jc).min(ncb);
         let nc_pad = nc.div_ceil(nr) * nr;
         for pc in (0..k).step_by(KC) {
+            if direct_b {
+                break;
+            }
             let kc = (k - pc).min(KC);
             // SAFETY: the block of B lies inside B; the buffer holds k * nc_max floats, depth
             // block pc at offset pc * nc_pad.
@@ -184,8 +192,13 @@ unsafe fn sgemm_blocked(
                 let per_call = ahead.lines().div_ceil(calls);
                 for jr in (0..nc).step_by(nr) {
                     let cols = (nc - jr).min(nr);
-                    // SAFETY: panel jr / nr of depth block pc of the packed B.
-                    let bp = unsafe { bpk.add(pc * nc_pad + jr * kc) };
+                    // SAFETY: panel jr / nr of depth block pc of the packed B, or the same
+                    // panel of B itself (rows `rsb` apart).
+                    let (bp, b_step) = if direct_b {
+                        (unsafe { b.offset(pc as isize * rsb + (jc + jr) as isize) }, rsb as usize)
+                    } else {
+                        (unsafe { bpk.add(pc * nc_pad + jr * kc) as *const f32 }, nr)
+                    };
                     for ir in (0..mc).step_by(mr) {
                         let rows = (mc - ir).min(mr);
                         let tile = Tile {
@@ -193,6 +206,7 @@ unsafe fn sgemm_blocked(
                             // SAFETY: panel ir / mr of the packed block.
                             a: unsafe { apk.add(ir * kc) },
                             b: bp,
+                            b_step,
                             // SAFETY: inside C (contract).
                             c: unsafe { c.offset((ic + ir) as isize * rsc + (jc + jr) as isize) },
                             rsc,
@@ -428,6 +442,8 @@ struct Tile {
     kc: usize,
     a: *const f32,
     b: *const f32,
+    /// floats from one step's B row to the next (the panel width when packed)
+    b_step: usize,
     c: *mut f32,
     rsc: isize,
     rows: usize,
@@ -456,7 +472,7 @@ unsafe fn kernel<const MR: usize, const NV: usize>(t: Tile) {
         for _ in 0..t.kc {
             let mut bv = [_mm512_setzero_ps(); NV];
             for (v, x) in bv.iter_mut().enumerate() {
-                *x = _mm512_load_ps(b.add(16 * v));
+                *x = _mm512_loadu_ps(b.add(16 * v));
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(i));
@@ -465,7 +481,7 @@ unsafe fn kernel<const MR: usize, const NV: usize>(t: Tile) {
                 }
             }
             a = a.add(MR);
-            b = b.add(16 * NV);
+            b = b.add(t.b_step);
         }
         let alpha = _mm512_set1_ps(t.alpha);
         let beta = _mm512_set1_ps(t.beta);
@@ -517,6 +533,9 @@ mod tests {
             (64, 64, 10),
             (97, 257, 520),
             (25, 1, 600),
+            (13, 300, 64),
+            (64, 257, 96),
+            (5, 40, 512),
         ];
         for &(m, k, n) in &shapes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
