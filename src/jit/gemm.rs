@@ -58,31 +58,75 @@ pub unsafe fn strided(
     }
 }
 
-/// Starts fetching a strided `rows x cols` matrix into the cache (a hint: no effect on results,
+/// Starts fetching a strided `rows x cols` matrix into L1 (a hint: no effect on results,
 /// never faults). For a batch of small products whose operands were just written by another
 /// kernel and sit in L3 or memory: the next product's operands arrive while this one runs.
 pub fn prefetch(ptr: *const f32, rows: usize, cols: usize, rs: isize, cs: isize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // contiguous runs: rows (cs == 1) or columns (rs == 1)
-        let (runs, len, stride) = if cs == 1 {
-            (rows, cols, rs)
+    Prefetch::new(ptr, rows, cols, rs, cs).issue(usize::MAX, true);
+}
+
+/// The cache lines of a strided matrix (its contiguous runs: rows when `cs == 1`, columns when
+/// `rs == 1`; nothing otherwise), prefetched a few at a time.
+pub(crate) struct Prefetch {
+    base: *const f32,
+    stride: isize,
+    runs: usize,
+    lines_per_run: usize,
+    /// the next line: run `run`, line `line` of it
+    run: usize,
+    line: usize,
+}
+
+impl Prefetch {
+    pub(crate) fn new(base: *const f32, rows: usize, cols: usize, rs: isize, cs: isize) -> Prefetch {
+        let (stride, runs, len) = if cs == 1 {
+            (rs, rows, cols)
         } else if rs == 1 {
-            (cols, rows, cs)
+            (cs, cols, rows)
         } else {
-            return;
+            return Prefetch::none();
         };
-        for r in 0..runs {
-            let run = ptr.wrapping_offset(r as isize * stride);
-            for l in (0..len).step_by(16) {
-                // SAFETY: prefetching has no architectural effect and never faults.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(run.wrapping_add(l) as *const i8) };
+        // the lines a run spans: exact when every run starts at the same offset in its line (the
+        // stride a multiple of 16 floats), else one more than the worst case needs
+        let lines_per_run =
+            if stride % 16 == 0 { (base as usize % 64 + len * 4).div_ceil(64) } else { len.div_ceil(16) + 1 };
+        Prefetch { base, stride, runs, lines_per_run, run: 0, line: 0 }
+    }
+
+    pub(crate) fn none() -> Prefetch {
+        Prefetch { base: std::ptr::null(), stride: 0, runs: 0, lines_per_run: 0, run: 0, line: 0 }
+    }
+
+    /// How many lines there are to fetch.
+    pub(crate) fn lines(&self) -> usize {
+        self.runs * self.lines_per_run
+    }
+
+    /// Fetches the next `count` lines, into L1 (`to_l1`) or L2.
+    #[inline(always)]
+    pub(crate) fn issue(&mut self, count: usize, to_l1: bool) {
+        for _ in 0..count {
+            if self.run >= self.runs {
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+                // a prefetch never faults: the addresses may run a line past the matrix
+                let run = self.base.wrapping_offset(self.run as isize * self.stride);
+                let addr = (run as *const i8).wrapping_add(self.line * 64);
+                // SAFETY: prefetching has no architectural effect.
+                unsafe {
+                    if to_l1 { _mm_prefetch::<_MM_HINT_T0>(addr) } else { _mm_prefetch::<_MM_HINT_T1>(addr) }
+                };
+            }
+            self.line += 1;
+            if self.line == self.lines_per_run {
+                self.line = 0;
+                self.run += 1;
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (ptr, rows, cols, rs, cs);
 }
 
 /// A strided f32 matrix operand: element `(i, j)` is at `ptr + i * row_stride + j * col_stride`

@@ -498,6 +498,7 @@ unsafe fn matmul_block(
         let i0 = r % m;
         let i1 = (m).min(i0 + (r1 - r));
         let (mut oa, mut ob, mut oc) = batch_offsets(mm, b);
+        let b_entry = ob;
         oa += i0 as i64 * mm.a.rs;
         oc += i0 as i64 * mm.c.rs + c0 as i64 * mm.c.cs;
         ob += c0 as i64 * mm.b.cs;
@@ -509,14 +510,12 @@ unsafe fn matmul_block(
             if i1 == m && r + (i1 - i0) < r1 && !mm.batch.is_empty() {
                 // the next batch entry's operands, while this one is multiplied
                 let (na, nb, _) = batch_offsets(mm, b + 1);
-                let (a_base, b_base) =
-                    (args[mm.a.buf as usize] as *const f32, args[mm.b.buf as usize] as *const f32);
-                let (ars, acs, brs, bcs) =
-                    (mm.a.rs as isize, mm.a.cs as isize, mm.b.rs as isize, mm.b.cs as isize);
-                crate::jit::gemm::prefetch(a_base.wrapping_offset(na as isize), m, mm.k, ars, acs);
-                if nb != ob - c0 as i64 * mm.b.cs {
-                    let b_next = b_base.wrapping_offset((nb + c0 as i64 * mm.b.cs) as isize);
-                    crate::jit::gemm::prefetch(b_next, mm.k, cols, brs, bcs);
+                let a_next = (args[mm.a.buf as usize] as *const f32).wrapping_offset(na as isize);
+                crate::jit::gemm::prefetch(a_next, m, mm.k, mm.a.rs as isize, mm.a.cs as isize);
+                if nb != b_entry {
+                    // (a B shared by the entries is in cache already)
+                    let b_next = bp.wrapping_offset((nb - b_entry) as isize);
+                    crate::jit::gemm::prefetch(b_next, mm.k, cols, mm.b.rs as isize, mm.b.cs as isize);
                 }
             }
             let c = (args[mm.c.buf as usize] as *mut f32).offset(oc as isize);

@@ -1078,7 +1078,7 @@ fn fold_batch_into_rows(mm: &mut MatMulKernel) {
         (mm.batch.last(), mm.a.batch.last(), mm.b.batch.last(), mm.c.batch.last())
     {
         let m = mm.m as i64;
-        if bb != 0 || ab != m * mm.a.rs || cb != m * mm.c.rs || (d > 1 && mm.m > 1 && mm.a.rs == 0) {
+        if bb != 0 || ab != m * mm.a.rs || cb != m * mm.c.rs {
             break;
         }
         mm.m *= d;

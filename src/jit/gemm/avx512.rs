@@ -12,6 +12,7 @@
 //! multiply-add per step, `KC` blocks added in order) whatever the tile, the row range or the
 //! column range a call covers: splitting a product over threads does not change its bits.
 
+use super::Prefetch;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -138,55 +139,42 @@ unsafe fn sgemm_blocked(
     let ncb = (B_BLOCK / k / nr * nr).clamp(nr, NC);
     let nc_max = n.min(ncb).div_ceil(nr) * nr;
     let mc_max = m.min(MC).div_ceil(mr) * mr;
-    grow(pb, (k * nc_max).div_ceil(16));
-    grow(pa, (k.min(KC) * mc_max).div_ceil(16));
-    let bpk = pb.as_mut_ptr() as *mut f32;
-    let apk = pa.as_mut_ptr() as *mut f32;
     // few rows: each B panel would serve only a few tiles, so packing B (a pass over all of it
     // per call) costs more than it saves; whole panels of a row-major B are read in place
     let direct_b = csb == 1 && n % nr == 0 && m <= DIRECT_B_MAX_ROWS;
+    if !direct_b {
+        grow(pb, (k * nc_max).div_ceil(16));
+    }
+    grow(pa, (k.min(KC) * mc_max).div_ceil(16));
+    let bpk = pb.as_mut_ptr() as *mut f32;
+    let apk = pa.as_mut_ptr() as *mut f32;
     for jc in (0..n).step_by(ncb) {
         let nc = (n - jc).min(ncb);
         let nc_pad = nc.div_ceil(nr) * nr;
-        for pc in (0..k).step_by(KC) {
-            if direct_b {
-                break;
+        if !direct_b {
+            for pc in (0..k).step_by(KC) {
+                let kc = (k - pc).min(KC);
+                // SAFETY: the block of B lies inside B; the buffer holds k * nc_max floats,
+                // depth block pc at offset pc * nc_pad.
+                let from = unsafe { b.offset(pc as isize * rsb + jc as isize * csb) };
+                unsafe { pack(from, csb, rsb, nc, kc, nr, bpk.add(pc * nc_pad)) };
             }
-            let kc = (k - pc).min(KC);
-            // SAFETY: the block of B lies inside B; the buffer holds k * nc_max floats, depth
-            // block pc at offset pc * nc_pad.
-            unsafe {
-                pack_b(
-                    b.offset(pc as isize * rsb + jc as isize * csb),
-                    rsb,
-                    csb,
-                    kc,
-                    nc,
-                    nr,
-                    bpk.add(pc * nc_pad),
-                )
-            };
         }
         for ic in (0..m).step_by(MC) {
             let mc = (m - ic).min(MC);
             for pc in (0..k).step_by(KC) {
                 let kc = (k - pc).min(KC);
                 // SAFETY: the block of A lies inside A; the buffer holds KC * mc_max floats.
-                unsafe { pack_a(a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, mc, kc, mr, apk) };
+                unsafe { pack(a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, mc, kc, mr, apk) };
                 // the next block of A is fetched while this one is multiplied: a large A comes
                 // from L3 or memory, and packing would otherwise wait for every line
                 let (nic, npc) = if pc + KC < k { (ic, pc + KC) } else { (ic + MC, 0) };
                 let mut ahead = if nic < m {
                     // SAFETY: the next block's origin lies inside A.
-                    Ahead::new(
-                        unsafe { a.offset(nic as isize * rsa + npc as isize * csa) },
-                        rsa,
-                        csa,
-                        (m - nic).min(MC),
-                        (k - npc).min(KC),
-                    )
+                    let origin = unsafe { a.offset(nic as isize * rsa + npc as isize * csa) };
+                    Prefetch::new(origin, (m - nic).min(MC), (k - npc).min(KC), rsa, csa)
                 } else {
-                    Ahead::none()
+                    Prefetch::none()
                 };
                 let calls = nc.div_ceil(nr) * mc.div_ceil(mr);
                 let per_call = ahead.lines().div_ceil(calls);
@@ -195,9 +183,9 @@ unsafe fn sgemm_blocked(
                     // SAFETY: panel jr / nr of depth block pc of the packed B, or the same
                     // panel of B itself (rows `rsb` apart).
                     let (bp, b_step) = if direct_b {
-                        (unsafe { b.offset(pc as isize * rsb + (jc + jr) as isize) }, rsb as usize)
+                        (unsafe { b.offset(pc as isize * rsb + (jc + jr) as isize) }, rsb)
                     } else {
-                        (unsafe { bpk.add(pc * nc_pad + jr * kc) as *const f32 }, nr)
+                        (unsafe { bpk.add(pc * nc_pad + jr * kc) as *const f32 }, nr as isize)
                     };
                     for ir in (0..mc).step_by(mr) {
                         let rows = (mc - ir).min(mr);
@@ -215,7 +203,7 @@ unsafe fn sgemm_blocked(
                             alpha,
                             beta: if pc == 0 { beta } else { 1.0 },
                         };
-                        ahead.issue(per_call);
+                        ahead.issue(per_call, false);
                         // SAFETY: the tile addresses rows < rows and columns < cols of C only.
                         unsafe {
                             match (mr, nv) {
@@ -235,107 +223,64 @@ unsafe fn sgemm_blocked(
     }
 }
 
-/// Prefetches of the cache lines of a block of A, issued a few at a time.
-struct Ahead {
-    base: *const f32,
-    /// stride between the contiguous runs (rows of A, or columns when A is transposed)
-    stride: isize,
-    runs: usize,
-    lines_per_run: usize,
-    next: usize,
-}
-
-impl Ahead {
-    fn new(base: *const f32, rsa: isize, csa: isize, rows: usize, depth: usize) -> Ahead {
-        let (stride, runs, len) = if csa == 1 {
-            (rsa, rows, depth)
-        } else if rsa == 1 {
-            (csa, depth, rows)
-        } else {
-            return Ahead::none();
-        };
-        Ahead { base, stride, runs, lines_per_run: len.div_ceil(16) + 1, next: 0 }
-    }
-
-    fn none() -> Ahead {
-        Ahead { base: std::ptr::null(), stride: 0, runs: 0, lines_per_run: 0, next: 0 }
-    }
-
-    fn lines(&self) -> usize {
-        self.runs * self.lines_per_run
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn issue(&mut self, count: usize) {
-        let end = (self.next + count).min(self.lines());
-        while self.next < end {
-            let (run, line) = (self.next / self.lines_per_run, self.next % self.lines_per_run);
-            // a prefetch never faults; the addresses stay within the block's rows (plus at most
-            // one line past a run's end, still inside or just after A)
-            let addr = self.base.wrapping_offset(run as isize * self.stride).wrapping_add(line * 16);
-            // SAFETY: prefetching has no architectural effect.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(addr as *const i8) };
-            self.next += 1;
-        }
-    }
-}
-
 fn grow(buf: &mut Vec<Line>, lines: usize) {
     if buf.len() < lines {
         buf.resize(lines, Line([0.0; 16]));
     }
 }
 
-/// Packs `kc x nc` of B (from `b`, strides `rsb`, `csb`) as panels of `nr` columns: panel `q`
-/// holds rows `0..kc` of columns `q*nr..q*nr+nr`, each row `nr` consecutive floats, columns
-/// past `nc` zero.
+/// Packs `count x kc` of a matrix `M` (element `(i, p)` at `src + i * rs_i + p * rs_p`) as
+/// panels of `width` (at most 32) indices `i`: panel `q` holds, for each `p < kc`, the `width`
+/// elements `M[q*width + i, p]` consecutively; indices past `count` are zero. A's panels are
+/// `pack(A, rsa, csa, rows, ..)`; B's are the same layout of `B^T`, `pack(B, csb, rsb, cols, ..)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_b(b: *const f32, rsb: isize, csb: isize, kc: usize, nc: usize, nr: usize, out: *mut f32) {
-    // SAFETY (whole body): reads stay in the kc x nc block, writes in kc * nc.div_ceil(nr) * nr.
+unsafe fn pack(
+    src: *const f32,
+    rs_i: isize,
+    rs_p: isize,
+    count: usize,
+    kc: usize,
+    width: usize,
+    out: *mut f32,
+) {
+    // SAFETY (whole body): reads stay in the count x kc block, writes in
+    // count.div_ceil(width) * width * kc floats.
     unsafe {
-        for q in 0..nc.div_ceil(nr) {
-            let j0 = q * nr;
-            let cols = (nc - j0).min(nr);
-            let panel = out.add(j0 * kc);
-            if csb == 1 {
+        for q in 0..count.div_ceil(width) {
+            let i0 = q * width;
+            let live = (count - i0).min(width);
+            let panel = out.add(i0 * kc);
+            if rs_i == 1 {
+                // the i of one step are contiguous: masked vector moves (missing ones read as 0)
                 for p in 0..kc {
-                    let src = b.offset(p as isize * rsb + j0 as isize);
-                    let dst = panel.add(p * nr);
-                    let mut v = 0;
-                    while v < nr {
-                        let live = cols.saturating_sub(v).min(16);
-                        let mask = lanes(live);
-                        _mm512_store_ps(dst.add(v), _mm512_maskz_loadu_ps(mask, src.add(v)));
-                        v += 16;
+                    let from = src.offset(p as isize * rs_p + i0 as isize);
+                    for v in (0..width).step_by(16) {
+                        let x = _mm512_maskz_loadu_ps(lanes(live.saturating_sub(v)), from.add(v));
+                        store(panel.add(p * width + v), width - v, x);
                     }
                 }
-            } else if rsb == 1 {
-                // B's columns are contiguous (a transposed operand): 16 x 16 blocks transposed
-                // in registers
+            } else if rs_p == 1 {
+                // the steps of one i are contiguous: 16 x 16 blocks transposed in registers
                 for p0 in (0..kc).step_by(16) {
                     let depth = (kc - p0).min(16);
-                    for v in (0..nr).step_by(16) {
+                    for v in (0..width).step_by(16) {
                         let mut r = [_mm512_setzero_ps(); 16];
-                        for (j, x) in r.iter_mut().enumerate() {
-                            if v + j < cols {
-                                let src = b.offset((j0 + v + j) as isize * csb + p0 as isize);
-                                *x = _mm512_maskz_loadu_ps(lanes(depth), src);
-                            }
+                        for (i, x) in r.iter_mut().enumerate().take(live.saturating_sub(v)) {
+                            let from = src.offset((i0 + v + i) as isize * rs_i + p0 as isize);
+                            *x = _mm512_maskz_loadu_ps(lanes(depth), from);
                         }
                         transpose16(&mut r);
-                        for (q, x) in r.iter().enumerate().take(depth) {
-                            _mm512_store_ps(panel.add((p0 + q) * nr + v), *x);
+                        for (t, x) in r.iter().enumerate().take(depth) {
+                            store(panel.add((p0 + t) * width + v), width - v, *x);
                         }
                     }
                 }
             } else {
                 for p in 0..kc {
-                    let dst = panel.add(p * nr);
-                    for j in 0..nr {
-                        *dst.add(j) = if j < cols {
-                            *b.offset(p as isize * rsb + (j0 + j) as isize * csb)
+                    for i in 0..width {
+                        *panel.add(p * width + i) = if i < live {
+                            *src.offset((i0 + i) as isize * rs_i + p as isize * rs_p)
                         } else {
                             0.0
                         };
@@ -346,57 +291,15 @@ unsafe fn pack_b(b: *const f32, rsb: isize, csb: isize, kc: usize, nc: usize, nr
     }
 }
 
-/// Packs `mc x kc` of A as panels of `mr` rows: panel `q` holds, for each `p < kc`, the `mr`
-/// elements `A[q*mr + i, p]` consecutively; rows past `mc` are zero.
+/// Stores the low `lanes.min(16)` floats of `x` at `to`: a plain store when all 16 go (masked
+/// stores are slower on some cores), else a masked one.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_a(a: *const f32, rsa: isize, csa: isize, mc: usize, kc: usize, mr: usize, out: *mut f32) {
-    // SAFETY (whole body): reads stay in the mc x kc block, writes in mc.div_ceil(mr) * mr * kc.
+#[inline]
+unsafe fn store(to: *mut f32, lanes_: usize, x: __m512) {
+    // SAFETY: the caller's `to` is valid for `lanes_.min(16)` floats.
     unsafe {
-        for q in 0..mc.div_ceil(mr) {
-            let i0 = q * mr;
-            let rows = (mc - i0).min(mr);
-            let panel = out.add(i0 * kc);
-            if rsa == 1 {
-                // columns of A are contiguous: one masked load and store per step (rows past
-                // the block read as zero)
-                let (load, store) = (lanes(rows), lanes(mr));
-                for p in 0..kc {
-                    let v = _mm512_maskz_loadu_ps(load, a.offset(p as isize * csa + i0 as isize));
-                    _mm512_mask_storeu_ps(panel.add(p * mr), store, v);
-                }
-            } else if csa == 1 {
-                // rows of A are contiguous: blocks of 16 steps transposed in registers, each
-                // step's `mr` elements stored at once
-                for p0 in (0..kc).step_by(16) {
-                    let depth = (kc - p0).min(16);
-                    let mut r = [_mm512_setzero_ps(); 16];
-                    for (i, x) in r.iter_mut().enumerate().take(rows) {
-                        *x = _mm512_maskz_loadu_ps(
-                            lanes(depth),
-                            a.offset((i0 + i) as isize * rsa + p0 as isize),
-                        );
-                    }
-                    transpose16(&mut r);
-                    for (q, x) in r.iter().enumerate().take(depth) {
-                        _mm512_mask_storeu_ps(panel.add((p0 + q) * mr), lanes(mr), *x);
-                    }
-                }
-            } else {
-                for i in 0..mr {
-                    if i < rows {
-                        let src = a.offset((i0 + i) as isize * rsa);
-                        for p in 0..kc {
-                            *panel.add(p * mr + i) = *src.offset(p as isize * csa);
-                        }
-                    } else {
-                        for p in 0..kc {
-                            *panel.add(p * mr + i) = 0.0;
-                        }
-                    }
-                }
-            }
-        }
+        if lanes_ >= 16 { _mm512_storeu_ps(to, x) } else { _mm512_mask_storeu_ps(to, lanes(lanes_), x) }
     }
 }
 
@@ -443,7 +346,7 @@ struct Tile {
     a: *const f32,
     b: *const f32,
     /// floats from one step's B row to the next (the panel width when packed)
-    b_step: usize,
+    b_step: isize,
     c: *mut f32,
     rsc: isize,
     rows: usize,
@@ -481,7 +384,7 @@ unsafe fn kernel<const MR: usize, const NV: usize>(t: Tile) {
                 }
             }
             a = a.add(MR);
-            b = b.add(t.b_step);
+            b = b.offset(t.b_step);
         }
         let alpha = _mm512_set1_ps(t.alpha);
         let beta = _mm512_set1_ps(t.beta);
