@@ -63,3 +63,38 @@ fn a_stack_of_equal_blocks_compiles_each_distinct_kernel_once() {
     let y = four.run(&[x]).unwrap();
     assert!(y[0].as_f32().unwrap().iter().all(|v| v.is_finite()));
 }
+
+/// `tanh(x) * c + x` over an input of `shape` (one flat kernel).
+fn flat_chain(shape: &[usize]) -> Graph {
+    let mut g = Graph::new("flat");
+    let x = g.add_input("x", TensorType::f32(shape.to_vec()), None);
+    let t = g.unary(UnaryOp::Tanh, x);
+    // a constant no other test uses, so the first compile below is this test's own
+    let c = g.constant(1.918_273_6, TensorType::f32(shape.to_vec()));
+    let m = g.binary(BinaryOp::Mul, t, c);
+    let y = g.binary(BinaryOp::Add, m, x);
+    g.add_output("y", y);
+    g
+}
+
+#[test]
+fn flat_kernels_of_different_lengths_share_code() {
+    let mut small = Executable::new(&flat_chain(&[7, 13]), &ExecOptions::default()).unwrap();
+    assert_eq!(small.schedule().kernels.len(), 1, "{}", modelc::sched::print_kernels(small.schedule()));
+    assert_eq!(small.timings().kernels_compiled, 1);
+    let mut large = Executable::new(&flat_chain(&[1000, 3]), &ExecOptions::default()).unwrap();
+    assert_eq!(large.timings().kernels_compiled, 0, "the flat kernel's code does not depend on its length");
+    // each computes its own length, tails included
+    for (exe, n) in [(&mut small, 91usize), (&mut large, 3000)] {
+        let shape = exe.schedule().graph.inputs[0].ty.shape.clone();
+        let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 40.0) * 0.05).collect();
+        let x = Tensor::F32(ndarray::ArrayD::from_shape_vec(shape, xs.clone()).unwrap());
+        let y = exe.run(&[x]).unwrap();
+        let y = y[0].as_f32().unwrap();
+        assert_eq!(y.len(), n);
+        for (v, x) in y.iter().zip(&xs) {
+            let want = x.tanh() * 1.918_273_6 + x;
+            assert!((v - want).abs() <= 1e-5 * want.abs().max(1.0), "{v} vs {want} at x = {x}");
+        }
+    }
+}

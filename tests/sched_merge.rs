@@ -41,6 +41,7 @@ fn adam_update_is_one_kernel_per_parameter() {
     let weights: Vec<u32> =
         (0..params.len() as u32).filter(|&i| !params[i as usize].path.contains('@')).collect();
     assert_eq!(weights.len(), 6, "3 layers x (weight, bias)");
+    let mut update_kernels = Vec::new();
     for &w in &weights {
         let path = &params[w as usize].path;
         let index = |suffix: &str| {
@@ -54,6 +55,7 @@ fn adam_update_is_one_kernel_per_parameter() {
         assert_eq!(writer(v), kw, "{path}@adam.v is written by the parameter's kernel");
         let k = &s.kernels[kw[0]];
         let KernelBody::Loop(l) = &k.body else { unreachable!() };
+        update_kernels.push((path.clone(), kw[0], l.clone()));
         let numel = params[w as usize].ty.numel();
         for st in &l.stores {
             assert!(matches!(st.source, StoreSource::Elem(_)));
@@ -64,4 +66,11 @@ fn adam_update_is_one_kernel_per_parameter() {
             );
         }
     }
+    // parameters that share no data are not merged into one loop: the two hidden biases
+    // ([256] each) are updated by two kernels with the same body, which compiles once
+    let biases: Vec<_> =
+        update_kernels.iter().filter(|(p, _, l)| p.ends_with("bias") && l.range() == 256).collect();
+    assert_eq!(biases.len(), 2, "{:?}", update_kernels.iter().map(|u| &u.0).collect::<Vec<_>>());
+    assert_ne!(biases[0].1, biases[1].1, "unrelated updates stay separate kernels");
+    assert_eq!(biases[0].2, biases[1].2, "and their kernels are the same code");
 }

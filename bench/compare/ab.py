@@ -16,6 +16,7 @@ WORK = {
     "mlp": ["models/digits_mlp.model"],
     "cnn": ["bench/compare/cnn.model"],
     "charlm": ["bench/compare/charlm.model", "--iters", "12"],
+    "moe": ["bench/compare/moe.model", "--iters", "12"],
 }
 
 

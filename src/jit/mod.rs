@@ -13,7 +13,7 @@ mod scalar_calls;
 pub use codegen::CodegenError;
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};
 
-use crate::sched::LoopKernel;
+use crate::sched::{LoopKernel, Split};
 use cranelift_codegen::Context;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{AbiParam, Signature, types};
@@ -22,6 +22,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -150,6 +151,19 @@ fn compile_one(
     Ok(CompiledKernel { code, alignment, relocs })
 }
 
+/// The kernel whose machine code runs `k`: a flat (`Split::Elements`) kernel gets its element
+/// range from its caller and its code does not depend on the length, so flat kernels that
+/// differ only in length (say the optimizer updates of parameters of different sizes) share
+/// one compiled function.
+fn code_key(k: &LoopKernel) -> Cow<'_, LoopKernel> {
+    if k.split == Split::Elements && k.inner != 0 {
+        debug_assert!(k.outer.is_empty(), "flat kernels have no outer dimensions");
+        Cow::Owned(LoopKernel { inner: 0, ..k.clone() })
+    } else {
+        Cow::Borrowed(k)
+    }
+}
+
 /// Fewest new kernels worth a second compiling thread (a thread costs ~50 µs; a kernel ~0.5 ms).
 const PARALLEL_MIN_KERNELS: usize = 4;
 
@@ -165,9 +179,11 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
     let st = guard.as_mut().expect("initialised above");
     let mut timings = JitTimings::default();
     let t0 = Instant::now();
+    let keys: Vec<Cow<'_, LoopKernel>> = kernels.iter().map(|k| code_key(k)).collect();
     let mut pending: Vec<(&LoopKernel, FuncId, String)> = Vec::new();
     let mut seen: HashSet<&LoopKernel> = HashSet::new();
-    for &k in kernels {
+    for k in &keys {
+        let k: &LoopKernel = k;
         if st.cache.contains_key(k) || !seen.insert(k) {
             continue;
         }
@@ -238,7 +254,7 @@ pub fn compile(kernels: &[&LoopKernel]) -> Result<(Vec<KernelFn>, JitTimings), C
         let f: KernelFn = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
         st.cache.insert(k.clone(), f);
     }
-    let fns = kernels.iter().map(|k| st.cache[*k]).collect();
+    let fns = keys.iter().map(|k| st.cache[&**k]).collect();
     Ok((fns, timings))
 }
 

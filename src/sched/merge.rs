@@ -11,6 +11,11 @@
 //!   and thread split, so any thread's range covers the same elements in both;
 //! - every buffer `B` reads that `G` writes is written by exactly one store of `G`, at exactly
 //!   the access and dtype `B` reads it with: `B` then uses `G`'s value instead of loading it;
+//! - they share memory traffic: `B` takes a value from `G` (above) or both stream the same
+//!   buffer. Unrelated loops of one length (the optimizer updates of every bias) stay apart:
+//!   merged they save no pass but make one long kernel per combination, which compiles slowly
+//!   (Cranelift's register allocation grows faster than the code); apart they are the same
+//!   kernel and compile once;
 //! - `B` writes nothing `G` reads or writes;
 //! - `B` can move up to `G`: no kernel between them writes a buffer `B` reads, or reads or
 //!   writes a buffer `B` writes.
@@ -107,6 +112,22 @@ fn try_merge(g: &mut Kernel, g_rw: &ReadsWrites, b: &Kernel, b_writes: &HashSet<
         }
         forward[i] = Some(v);
     }
+    // Only merge kernels that share memory traffic: a value forwarded from g, or a streamed
+    // buffer both read. Unrelated loops of the same length (say the optimizer updates of every
+    // bias) gain nothing from one loop but a longer kernel; apart, they are the same kernel and
+    // compile once.
+    let streamed = |l: &LoopKernel, args: &[BufferId]| -> HashSet<BufferId> {
+        l.exprs
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Load { buf, access, .. } if access.inner == 1 => Some(args[*buf as usize]),
+                _ => None,
+            })
+            .collect()
+    };
+    if forward.iter().all(Option::is_none) && streamed(bl, &b.args).is_disjoint(&streamed(gl, &g.args)) {
+        return false;
+    }
     // merge: buffers, expressions (remapped), stores
     let mut g_new = g.clone();
     let KernelBody::Loop(gl) = &mut g_new.body else { unreachable!("checked above") };
@@ -169,6 +190,22 @@ fn try_merge(g: &mut Kernel, g_rw: &ReadsWrites, b: &Kernel, b_writes: &HashSet<
 /// Merges kernels in place (see the module docs). `results` are the buffers whose contents
 /// matter after the run (outputs and parameter updates).
 pub(super) fn merge_elementwise(kernels: &mut Vec<Kernel>, buffers: &[Buffer], results: &[BufferId]) {
+    // A kernel joins the nearest group it shares traffic with; groups formed that way may now
+    // share traffic with each other (Adam's guarded first moment and the parameter update that
+    // took in the guarded second moment both read the new first moment), so repeat until
+    // nothing merges.
+    loop {
+        let before = kernels.len();
+        merge_pass(kernels);
+        if kernels.len() == before {
+            break;
+        }
+    }
+    drop_dead_stores(kernels, buffers, results);
+}
+
+/// One walk over the kernels, each joining the nearest earlier group it may join.
+fn merge_pass(kernels: &mut Vec<Kernel>) {
     let rw: Vec<ReadsWrites> = kernels.iter().map(reads_writes).collect();
     let mut out: Vec<Kernel> = Vec::with_capacity(kernels.len());
     let mut out_rw: Vec<ReadsWrites> = Vec::with_capacity(kernels.len());
@@ -189,7 +226,6 @@ pub(super) fn merge_elementwise(kernels: &mut Vec<Kernel>, buffers: &[Buffer], r
         out_rw.push((br, bw));
     }
     *kernels = out;
-    drop_dead_stores(kernels, buffers, results);
 }
 
 /// Drops stores to temporaries that only their own kernel touches and that are not results,
