@@ -97,3 +97,41 @@ fn stashed_softmax_matches_reference() {
         }
     }
 }
+
+/// The attention softmax of a real model: AustenLM's causal attention lowers its masked, scaled
+/// scores once per pass that needs them (the maximum and the numerators are separate copies of
+/// the same expressions until `sched::share` makes them one), and is still stashed.
+#[test]
+fn model_attention_softmax_is_stashed() {
+    use modelc::elab::{ElabOptions, Program, elaborate_model};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/austen_lm.model");
+    let prog = Program::load(&path);
+    let opts = ElabOptions { dims: vec![("B".to_string(), 1)], ..ElabOptions::default() };
+    let e = elaborate_model(&prog, "AustenLM", &[], &opts).expect("elaborates");
+    let g = run_pipeline(e.graph, &PipelineOptions::default());
+    let s = schedule(&g);
+    let mut softmaxes = 0;
+    for k in &s.kernels {
+        let KernelBody::Loop(l) = &k.body else { continue };
+        let Some(sum) = l.reductions.iter().find(|r| r.kind == modelc::sched::ReduceKind::Sum) else {
+            continue;
+        };
+        if l.passes != 3 || !matches!(l.exprs[sum.value as usize], Expr::Unary { op: UnaryOp::Exp, .. }) {
+            continue;
+        }
+        softmaxes += 1;
+        for st in l.stores.iter().filter(|st| st.pass == 2) {
+            let StoreSource::Elem(v) = st.source else { continue };
+            let mut stack = vec![v];
+            while let Some(e) = stack.pop() {
+                match &l.exprs[e as usize] {
+                    Expr::Unary { op, .. } => panic!("the last pass evaluates {op:?}: {l:#?}"),
+                    Expr::Binary { a, b, .. } => stack.extend([*a, *b]),
+                    Expr::Select { cond, a, b } => stack.extend([*cond, *a, *b]),
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!(softmaxes, 2, "one attention softmax per block: {}", modelc::sched::print_kernels(&s));
+}

@@ -13,6 +13,7 @@ mod kernel;
 mod merge;
 mod plan;
 mod print;
+mod share;
 mod stash;
 
 pub use kernel::{
@@ -106,6 +107,7 @@ pub fn schedule(g: &Graph) -> Schedule {
     );
     let results: Vec<BufferId> = outputs.iter().copied().chain(updates.iter().map(|&(_, b)| b)).collect();
     merge::merge_elementwise(&mut kernels, &buffers, &results);
+    share::share_common_exprs(&mut kernels);
     stash::stash_numerators(&mut kernels);
     write_updates_in_place(&mut kernels, &buffers, &outputs, &mut updates);
     let plan = plan::plan_buffers(&kernels, &buffers, &outputs, &updates);
