@@ -25,6 +25,9 @@ const MC: usize = 96;
 const NC: usize = 512;
 /// Products of at most this many rows read a row-major B in place instead of packing it.
 const DIRECT_B_MAX_ROWS: usize = 64;
+/// Products of at most this many rows read A in place too (row- or column-major): their A is
+/// small enough to stay in cache, and packing it costs a pass per call.
+const DIRECT_A_MAX_ROWS: usize = 64;
 /// Most floats of packed B at once (all of its depth for a block of columns): 512 KiB, half
 /// of L2.
 const B_BLOCK: usize = 128 * 1024;
@@ -142,6 +145,7 @@ unsafe fn sgemm_blocked(
     // few rows: each B panel would serve only a few tiles, so packing B (a pass over all of it
     // per call) costs more than it saves; whole panels of a row-major B are read in place
     let direct_b = csb == 1 && n % nr == 0 && m <= DIRECT_B_MAX_ROWS;
+    let direct_a = m <= DIRECT_A_MAX_ROWS && (csa == 1 || rsa == 1);
     if !direct_b {
         grow(pb, (k * nc_max).div_ceil(16));
     }
@@ -165,7 +169,10 @@ unsafe fn sgemm_blocked(
             for pc in (0..k).step_by(KC) {
                 let kc = (k - pc).min(KC);
                 // SAFETY: the block of A lies inside A; the buffer holds KC * mc_max floats.
-                unsafe { pack(a.offset(ic as isize * rsa + pc as isize * csa), rsa, csa, mc, kc, mr, apk) };
+                let a_block = unsafe { a.offset(ic as isize * rsa + pc as isize * csa) };
+                if !direct_a {
+                    unsafe { pack(a_block, rsa, csa, mc, kc, mr, apk) };
+                }
                 // the next block of A is fetched while this one is multiplied: a large A comes
                 // from L3 or memory, and packing would otherwise wait for every line
                 let (nic, npc) = if pc + KC < k { (ic, pc + KC) } else { (ic + MC, 0) };
@@ -191,8 +198,12 @@ unsafe fn sgemm_blocked(
                         let rows = (mc - ir).min(mr);
                         let tile = Tile {
                             kc,
-                            // SAFETY: panel ir / mr of the packed block.
-                            a: unsafe { apk.add(ir * kc) },
+                            // SAFETY: panel ir / mr of the packed block, or row ir of the block
+                            a: unsafe {
+                                if direct_a { a_block.offset(ir as isize * rsa) } else { apk.add(ir * kc) }
+                            },
+                            rsa,
+                            csa,
                             b: bp,
                             b_step,
                             // SAFETY: inside C (contract).
@@ -206,11 +217,15 @@ unsafe fn sgemm_blocked(
                         ahead.issue(per_call, false);
                         // SAFETY: the tile addresses rows < rows and columns < cols of C only.
                         unsafe {
-                            match (mr, nv) {
-                                (12, 2) => kernel::<12, 2>(tile),
-                                (8, 2) => kernel::<8, 2>(tile),
-                                (12, 1) => kernel::<12, 1>(tile),
-                                _ => kernel::<8, 1>(tile),
+                            match (mr, nv, direct_a) {
+                                (12, 2, false) => kernel::<12, 2, false>(tile),
+                                (8, 2, false) => kernel::<8, 2, false>(tile),
+                                (12, 1, false) => kernel::<12, 1, false>(tile),
+                                (8, 1, false) => kernel::<8, 1, false>(tile),
+                                (12, 2, true) => kernel::<12, 2, true>(tile),
+                                (8, 2, true) => kernel::<8, 2, true>(tile),
+                                (12, 1, true) => kernel::<12, 1, true>(tile),
+                                _ => kernel::<8, 1, true>(tile),
                             }
                         }
                     }
@@ -343,7 +358,11 @@ fn lanes(live: usize) -> u16 {
 #[derive(Clone, Copy)]
 struct Tile {
     kc: usize,
+    /// the packed panel, or (read in place) element (0, 0) of the tile's rows of A
     a: *const f32,
+    /// A's row and step strides, for A read in place
+    rsa: isize,
+    csa: isize,
     b: *const f32,
     /// floats from one step's B row to the next (the panel width when packed)
     b_step: isize,
@@ -356,12 +375,17 @@ struct Tile {
 }
 
 /// The micro-kernel: `MR x 16*NV` accumulators in registers (at most 24 of the 32 vector
-/// registers), fed by `NV` aligned loads of B and `MR` broadcasts of A per step.
+/// registers), fed by `NV` aligned loads of B and `MR` broadcasts of A per step. With
+/// `DIRECT_A`, A is read in place (`t.rsa`, `t.csa`); rows past `t.rows` re-read the last row
+/// (their results are not stored), so nothing outside A is read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const MR: usize, const NV: usize>(t: Tile) {
+unsafe fn kernel<const MR: usize, const NV: usize, const DIRECT_A: bool>(t: Tile) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (mut a, mut b) = (t.a, t.b);
+    let (a_row, a_step) = if DIRECT_A { (t.rsa, t.csa) } else { (1, MR as isize) };
+    let last = if DIRECT_A { t.rows - 1 } else { MR - 1 };
+    let a_off: [isize; MR] = std::array::from_fn(|i| i.min(last) as isize * a_row);
     // SAFETY (whole body): the packed panels hold kc steps of MR and 16*NV floats; C accesses
     // are masked to rows < t.rows and columns < t.cols.
     unsafe {
@@ -378,12 +402,12 @@ unsafe fn kernel<const MR: usize, const NV: usize>(t: Tile) {
                 *x = _mm512_loadu_ps(b.add(16 * v));
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(i));
+                let av = _mm512_set1_ps(*a.offset(a_off[i]));
                 for v in 0..NV {
                     row[v] = _mm512_fmadd_ps(av, bv[v], row[v]);
                 }
             }
-            a = a.add(MR);
+            a = a.offset(a_step);
             b = b.offset(t.b_step);
         }
         let alpha = _mm512_set1_ps(t.alpha);
