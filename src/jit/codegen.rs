@@ -240,16 +240,19 @@ impl Gen<'_, '_> {
         v
     }
 
-    fn vectorizable(&self, p: u32, needed: &[ExprId]) -> bool {
+    /// Whether pass `p` runs on vectors along `j`. With `strided`, loads strided along `j` are
+    /// allowed in a pass without reductions (their lanes are loaded one by one; a reduction
+    /// keeps its scalar order).
+    fn vectorizable(&self, p: u32, needed: &[ExprId], strided: bool) -> bool {
         let k = self.k;
+        let strided = strided && k.reductions.iter().all(|r| r.pass != p);
         for &e in needed {
             if self.invariant[e as usize] {
                 continue;
             }
             match &k.exprs[e as usize] {
-                Expr::Load { access, .. } | Expr::GatherLoad { access, .. } if access.inner != 1 => {
-                    return false;
-                }
+                Expr::Load { access, .. } if access.inner != 1 && !strided => return false,
+                Expr::GatherLoad { access, .. } if access.inner != 1 => return false,
                 Expr::GatherLoad { index, .. } if !self.invariant[*index as usize] => return false,
                 _ => {}
             }
@@ -275,7 +278,7 @@ impl Gen<'_, '_> {
         let Some(last) = k.outer.len().checked_sub(1) else { return false };
         (0..k.passes).all(|p| {
             let needed = self.needed(p);
-            !self.vectorizable(p, &needed) && self.row_vectorizable(p, &needed, last)
+            !self.vectorizable(p, &needed, false) && self.row_vectorizable(p, &needed, last)
         })
     }
 
@@ -463,7 +466,7 @@ impl Gen<'_, '_> {
         // rows run j over 0..inner, known now: loops that cannot run are not emitted (less
         // code to compile; flat kernels get a thread's element range at run time)
         let n_static = (k.split != Split::Elements).then_some(k.inner as i64);
-        let vector = self.vectorizable(p, &needed) && n_static.is_none_or(|n| n >= 4);
+        let vector = self.vectorizable(p, &needed, true) && n_static.is_none_or(|n| n >= 4);
         // j-invariant values, once per row and pass
         let mut inv_scalar: Memo = HashMap::new();
         for &e in &needed {
@@ -887,7 +890,19 @@ impl Gen<'_, '_> {
                     None => (jv.is_some(), 0),
                     Some(u) => (access.outer.last() != Some(&0), 16 * u as i32),
                 };
-                if vector && lanes_vary {
+                if vector && lanes_vary && self.group.is_none() && access.inner != 1 {
+                    // strided along j (a layout change such as NHWC -> NCHW): the four lanes
+                    // are four scalar loads, so the arithmetic and the store stay vectors
+                    let sty = clif_type(float, false);
+                    let first = self.b.ins().load(sty, flags(), addr, 0);
+                    let mut v = self.b.ins().scalar_to_vector(ty, first);
+                    for lane in 1..4u8 {
+                        let at = self.b.ins().iadd_imm_s(addr, access.inner * 4 * lane as i64);
+                        let x = self.b.ins().load(sty, flags(), at, 0);
+                        v = self.b.ins().insertlane(v, x, lane);
+                    }
+                    v
+                } else if vector && lanes_vary {
                     self.b.ins().load(ty, flags(), addr, offset)
                 } else {
                     let s = self.b.ins().load(clif_type(float, false), flags(), addr, 0);
