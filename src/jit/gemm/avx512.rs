@@ -3,10 +3,13 @@
 //! `matrixmultiply` tops out at its 8x8 AVX2 micro-kernel; on a core with 512-bit FMA units
 //! that leaves half the machine idle, and the 64-row products of the training steps spent most
 //! of their time there. This is the classic blocked scheme (Goto / BLIS): B is packed into
-//! panels of `16 * NV` columns (`KC` deep, zero-padded), A into panels of `MR` rows, and an
-//! `MR x 16*NV` register tile of accumulators is updated with one fused multiply-add per
-//! element and step, the A element broadcast straight from memory. Edges are handled by the
-//! zero padding of the packed panels and masked stores, so no element outside C is touched.
+//! panels of `16 * NV` columns (`KC` deep, zero-padded), and an `MR x 16*NV` register tile of
+//! accumulators is updated with one fused multiply-add per element and step, the A element
+//! broadcast straight from memory. A is read in place when one of its strides is 1 (packing
+//! it measured slower at every size, see `sgemm_blocked`); only A of other strides is packed
+//! into panels of `MR` rows. Edges are handled by the zero padding of the packed panels, by
+//! re-reading A's last row for rows past the end, and by masked stores, so no element outside
+//! C is touched.
 //!
 //! Every output element is the same sum in the same order (`p` ascending, one fused
 //! multiply-add per step, `KC` blocks added in order) whatever the tile, the row range or the
@@ -25,9 +28,6 @@ const MC: usize = 96;
 const NC: usize = 512;
 /// Products of at most this many rows read a row-major B in place instead of packing it.
 const DIRECT_B_MAX_ROWS: usize = 64;
-/// Products of at most this many rows read A in place too (row- or column-major): their A is
-/// small enough to stay in cache, and packing it costs a pass per call.
-const DIRECT_A_MAX_ROWS: usize = 64;
 /// Most floats of packed B at once (all of its depth for a block of columns): 512 KiB, half
 /// of L2.
 const B_BLOCK: usize = 128 * 1024;
@@ -145,11 +145,17 @@ unsafe fn sgemm_blocked(
     // few rows: each B panel would serve only a few tiles, so packing B (a pass over all of it
     // per call) costs more than it saves; whole panels of a row-major B are read in place
     let direct_b = csb == 1 && n % nr == 0 && m <= DIRECT_B_MAX_ROWS;
-    let direct_a = m <= DIRECT_A_MAX_ROWS && (csa == 1 || rsa == 1);
+    // A with a unit stride either way is read in place: the micro-kernel's broadcasts of
+    // MR rows (or MR consecutive elements) hit lines that stay in L1/L2 while the tile's
+    // columns are swept, and packing it (a transposing pass per call) cost more than it saved
+    // at every size measured (BENCHMARKS.md); other strides are packed
+    let direct_a = csa == 1 || rsa == 1;
     if !direct_b {
         grow(pb, (k * nc_max).div_ceil(16));
     }
-    grow(pa, (k.min(KC) * mc_max).div_ceil(16));
+    if !direct_a {
+        grow(pa, (k.min(KC) * mc_max).div_ceil(16));
+    }
     let bpk = pb.as_mut_ptr() as *mut f32;
     let apk = pa.as_mut_ptr() as *mut f32;
     for jc in (0..n).step_by(ncb) {
@@ -507,6 +513,49 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// A with no unit stride (every other element of a wider matrix) goes through the packed
+    /// path; checked against f64 loops at tile and block edges.
+    #[test]
+    fn packs_a_of_general_strides() {
+        if !available() {
+            eprintln!("AVX-512F not available: the portable GEMM path is the one in use");
+            return;
+        }
+        for &(m, k, n) in &[(1, 1, 1), (13, 300, 31), (97, 257, 520), (64, 64, 64)] {
+            let a = values(2 * m * k, 6);
+            let b = values(k * n, 7);
+            let mut c = vec![f32::NAN; m * n];
+            let (rsa, csa) = (2 * k as isize, 2);
+            let p = Product {
+                m,
+                k,
+                n,
+                alpha: 1.0,
+                a: a.as_ptr(),
+                rsa,
+                csa,
+                b: b.as_ptr(),
+                rsb: n as isize,
+                csb: 1,
+                beta: 0.0,
+                c: c.as_mut_ptr(),
+                rsc: n as isize,
+            };
+            // SAFETY: A holds 2 m k floats (element (i, q) at 2 k i + 2 q), B k n, C m n.
+            unsafe { sgemm(p, &mut |_, _| {}) };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|q| a[2 * k * i + 2 * q] as f64 * b[q * n + j] as f64).sum();
+                    let got = c[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (k as f64 + 2.0),
+                        "m={m} k={k} n={n}: C[{i},{j}] = {got}, want {want}"
+                    );
                 }
             }
         }
