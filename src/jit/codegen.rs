@@ -240,9 +240,9 @@ impl Gen<'_, '_> {
         v
     }
 
-    /// Whether pass `p` runs on vectors along `j`. With `strided`, loads strided along `j` are
-    /// allowed in a pass without reductions (their lanes are loaded one by one; a reduction
-    /// keeps its scalar order).
+    /// Whether pass `p` runs on vectors along `j`. With `strided`, loads and stores strided
+    /// along `j` are allowed in a pass without reductions (their lanes are loaded or stored
+    /// one by one; a reduction keeps its scalar order).
     fn vectorizable(&self, p: u32, needed: &[ExprId], strided: bool) -> bool {
         let k = self.k;
         let strided = strided && k.reductions.iter().all(|r| r.pass != p);
@@ -261,7 +261,7 @@ impl Gen<'_, '_> {
             return false;
         }
         k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
-            StoreSource::Elem(_) => s.access.inner == 1,
+            StoreSource::Elem(_) => s.access.inner == 1 || (strided && s.access.inner != 0),
             StoreSource::Slot(_) => true,
             StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
         })
@@ -663,7 +663,17 @@ impl Gen<'_, '_> {
                 StoreSource::Elem(v) => {
                     let val = self.eval(*v, vector, Some(j), memo);
                     let addr = self.addr_at(self.row_store[si], s.access.inner, j);
-                    self.b.ins().store(flags(), val, addr, 0);
+                    if vector && s.access.inner != 1 {
+                        // strided along j (one slice of a concatenation, say): lane by lane,
+                        // in order
+                        for lane in 0..4u8 {
+                            let x = self.b.ins().extractlane(val, lane);
+                            let at = self.b.ins().iadd_imm_s(addr, s.access.inner * 4 * lane as i64);
+                            self.b.ins().store(flags(), x, at, 0);
+                        }
+                    } else {
+                        self.b.ins().store(flags(), val, addr, 0);
+                    }
                 }
                 StoreSource::ScanSum(v) => {
                     let val = self.eval(*v, false, Some(j), memo);
