@@ -372,20 +372,9 @@ fn strided_loads_in_elementwise_kernels_match_reference() {
         let gated = g.add(Op::Select, &[pos, d, zero], None);
         let y = g.binary(BinaryOp::Mul, relu, gated);
         g.add_output("y", y);
-        let s = schedule(&g);
-        let strided = s.kernels.iter().any(|k| match &k.body {
-            KernelBody::Loop(l) => l
-                .exprs
-                .iter()
-                .any(|e| matches!(e, modelc::sched::Expr::Load { access, .. } if access.inner > 1)),
-            _ => false,
+        check_strided(&g, c as u64, "reads x", |l| {
+            l.exprs.iter().any(|e| matches!(e, modelc::sched::Expr::Load { access, .. } if access.inner > 1))
         });
-        assert!(
-            strided,
-            "the kernel reads x strided along its inner loop: {}",
-            modelc::sched::print_kernels(&s)
-        );
-        check_graph(&g, &g.name.clone(), c as u64);
     }
 }
 
@@ -407,16 +396,15 @@ fn strided_stores_in_elementwise_kernels_match_reference() {
             .collect();
         let y = g.add(Op::Concat { axis: 3 }, &windows, None);
         g.add_output("y", y);
-        let s = schedule(&g);
-        let strided = s.kernels.iter().any(|k| match &k.body {
-            KernelBody::Loop(l) => l.stores.iter().any(|st| st.access.inner > 1),
-            _ => false,
-        });
-        assert!(
-            strided,
-            "a kernel stores strided along its inner loop: {}",
-            modelc::sched::print_kernels(&s)
-        );
-        check_graph(&g, &g.name.clone(), c as u64);
+        check_strided(&g, c as u64, "stores", |l| l.stores.iter().any(|st| st.access.inner > 1));
     }
+}
+
+/// Asserts that a loop kernel of `g`'s schedule accesses memory strided along its inner loop
+/// (`strided` says which way; `what` names it), then checks `g` against the interpreter.
+fn check_strided(g: &Graph, counter: u64, what: &str, strided: impl Fn(&modelc::sched::LoopKernel) -> bool) {
+    let s = schedule(g);
+    let found = s.kernels.iter().any(|k| matches!(&k.body, KernelBody::Loop(l) if strided(l)));
+    assert!(found, "a kernel {what} strided along its inner loop: {}", modelc::sched::print_kernels(&s));
+    check_graph(g, &g.name.clone(), counter);
 }

@@ -234,3 +234,13 @@ pub struct Kernel {
     pub shape: Vec<usize>,
     pub flops: u64,
 }
+
+impl Kernel {
+    /// The kernel's loop: its body, or a matmul's epilogue (`None` for a bare matmul).
+    pub fn loop_mut(&mut self) -> Option<&mut LoopKernel> {
+        match &mut self.body {
+            KernelBody::Loop(l) => Some(l),
+            KernelBody::MatMul(mm) => mm.epilogue.as_mut(),
+        }
+    }
+}

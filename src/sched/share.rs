@@ -11,21 +11,12 @@
 //! A load of a buffer the kernel also stores to is kept as it is: its value depends on the pass
 //! that reads it.
 
-use super::{Expr, ExprId, Kernel, KernelBody, LoopKernel, StoreSource};
+use super::{Expr, ExprId, Kernel, LoopKernel, StoreSource};
 use std::collections::HashMap;
 
 /// Applies the sharing to every loop kernel and matmul epilogue.
 pub(super) fn share_common_exprs(kernels: &mut [Kernel]) {
-    for k in kernels {
-        match &mut k.body {
-            KernelBody::Loop(l) => share(l),
-            KernelBody::MatMul(mm) => {
-                if let Some(e) = &mut mm.epilogue {
-                    share(e);
-                }
-            }
-        }
-    }
+    kernels.iter_mut().filter_map(Kernel::loop_mut).for_each(share);
 }
 
 fn share(l: &mut LoopKernel) {

@@ -12,21 +12,12 @@
 //! output share memory with its inputs), and the rewrite is skipped when the kernel also reads
 //! it or the store is not contiguous along the row.
 
-use super::{Expr, ExprId, Kernel, KernelBody, LoopKernel, ReduceKind, Store, StoreSource};
+use super::{Expr, ExprId, Kernel, LoopKernel, ReduceKind, Store, StoreSource};
 use crate::ir::{BinaryOp, DType};
 
 /// Applies the rewrite to every loop kernel and matmul epilogue.
 pub(super) fn stash_numerators(kernels: &mut [Kernel]) {
-    for k in kernels {
-        match &mut k.body {
-            KernelBody::Loop(l) => stash(l),
-            KernelBody::MatMul(mm) => {
-                if let Some(e) = &mut mm.epilogue {
-                    stash(e);
-                }
-            }
-        }
-    }
+    kernels.iter_mut().filter_map(Kernel::loop_mut).for_each(stash);
 }
 
 /// Whether evaluating `e` costs more than a load: it contains a transcendental function.
