@@ -112,10 +112,7 @@ fn try_merge(g: &mut Kernel, g_rw: &ReadsWrites, b: &Kernel, b_writes: &HashSet<
         }
         forward[i] = Some(v);
     }
-    // Only merge kernels that share memory traffic: a value forwarded from g, or a streamed
-    // buffer both read. Unrelated loops of the same length (say the optimizer updates of every
-    // bias) gain nothing from one loop but a longer kernel; apart, they are the same kernel and
-    // compile once.
+    // shared memory traffic (module docs): a value forwarded from g, or a buffer both stream
     let streamed = |l: &LoopKernel, args: &[BufferId]| -> HashSet<BufferId> {
         l.exprs
             .iter()

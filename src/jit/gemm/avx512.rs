@@ -22,7 +22,7 @@ use std::cell::RefCell;
 
 /// Depth of one packed block: a 32-column B panel of this depth is 32 KiB (fits L1).
 const KC: usize = 256;
-/// Rows of A packed at once (a multiple of both row tiles).
+/// Rows of A per block (a multiple of both row tiles; packed at once when A is packed).
 const MC: usize = 96;
 /// Most columns of B packed at once.
 const NC: usize = 512;
@@ -180,7 +180,8 @@ unsafe fn sgemm_blocked(
                     unsafe { pack(a_block, rsa, csa, mc, kc, mr, apk) };
                 }
                 // the next block of A is fetched while this one is multiplied: a large A comes
-                // from L3 or memory, and packing would otherwise wait for every line
+                // from L3 or memory, and the micro-kernel (or packing) would otherwise wait for
+                // every line
                 let (nic, npc) = if pc + KC < k { (ic, pc + KC) } else { (ic + MC, 0) };
                 let mut ahead = if nic < m {
                     // SAFETY: the next block's origin lies inside A.
