@@ -376,3 +376,61 @@ fn random_uniform_is_bit_exact_with_the_reference() {
         }
     }
 }
+
+/// Zero padding without interior padding is a guarded load in its consumer (no kernel of its
+/// own): a pad of an input, of a slice, of a pad (the inner one gets a buffer), of an
+/// elementwise value, a boolean pad feeding a select, a pad that is itself the output, and a
+/// sum of shifted windows (a col2im), on each axis, against the interpreter.
+#[test]
+fn zero_padding_fused_into_consumers_matches_reference() {
+    let shape = [3usize, 5, 7];
+    for axis in 0..3u32 {
+        let (lo, hi) = [(2usize, 1usize), (0, 3), (1, 0)][axis as usize];
+        let pad = |g: &mut Graph, x: NodeId, lo: usize, hi: usize| {
+            g.add(Op::Pad { axis, lo, hi, interior: 0 }, &[x], None)
+        };
+        let mut g = Graph::new(format!("fused_pads_axis{axis}"));
+        let x = input(&mut g, "x", DType::F32, &shape);
+        let m = input(&mut g, "m", DType::Bool, &shape);
+        // a pad of an input, used by an elementwise consumer
+        let p = pad(&mut g, x, lo, hi);
+        let y0 = g.unary(UnaryOp::Neg, p);
+        g.add_output("pad_of_input", y0);
+        // a pad of a slice of the input, and a pad of that pad
+        let n = shape[axis as usize];
+        let s = g.add(Op::Slice { axis, start: 1, end: n, step: 1 }, &[x], None);
+        let ps = pad(&mut g, s, 1, 0);
+        let pps = pad(&mut g, ps, lo, hi);
+        let y1 = g.unary(UnaryOp::Abs, pps);
+        g.add_output("pad_of_pad_of_slice", y1);
+        // a pad of an elementwise value; a boolean pad selecting between two pads
+        let e = g.unary(UnaryOp::Tanh, x);
+        let pe = pad(&mut g, e, lo, hi);
+        let pm = pad(&mut g, m, lo, hi);
+        let y2 = g.add(Op::Select, &[pm, pe, p], None);
+        g.add_output("select_of_pads", y2);
+        // the pad itself is an output
+        g.add_output("pad_output", p);
+        // a sum of shifted windows padded back to the full length (col2im along the axis)
+        let win = n - 2;
+        let mut acc: Option<NodeId> = None;
+        for k in 0..3usize {
+            let w = g.add(Op::Slice { axis, start: k, end: k + win, step: 1 }, &[e], None);
+            let back = pad(&mut g, w, k, 2 - k);
+            acc = Some(match acc {
+                None => back,
+                Some(a) => g.binary(BinaryOp::Add, a, back),
+            });
+        }
+        g.add_output("col2im", acc.expect("three windows"));
+        let s = modelc::sched::schedule(&g);
+        let guarded = s.kernels.iter().any(|k| match &k.body {
+            modelc::sched::KernelBody::Loop(l) => {
+                l.exprs.iter().any(|e| matches!(e, modelc::sched::Expr::GatherLoad { .. }))
+            }
+            _ => false,
+        });
+        assert!(guarded, "pads are read as guarded loads: {}", modelc::sched::print_kernels(&s));
+        check_graph(&g, &g.name.clone(), axis as u64);
+    }
+}

@@ -87,8 +87,9 @@ pub(super) fn initial_materialized(g: &Graph) -> Vec<bool> {
             | Op::TopK { .. }
             | Op::Cumsum { .. }
             | Op::ScatterAdd { .. }
-            | Op::Concat { .. }
-            | Op::Pad { .. } => true,
+            | Op::Concat { .. } => true,
+            // zero padding without interior padding is a guarded load in its consumer
+            Op::Pad { interior, .. } => *interior != 0,
             // a reduction is a row scalar of its consumer's kernel where the consumer iterates
             // over the reduced axis; lowering asks for a buffer where it does not
             Op::Reduce { .. } => false,
@@ -346,10 +347,13 @@ impl<'a> LoopBuilder<'a> {
             | Op::TopK { .. }
             | Op::Cumsum { .. }
             | Op::ScatterAdd { .. }
-            | Op::Concat { .. }
-            | Op::Pad { .. } => {
+            | Op::Concat { .. } => {
                 // these are always roots of their own kernels, built by `build_root`
                 unreachable!("`{}` is not fusable into a consumer", n.op)
+            }
+            Op::Pad { axis, lo, interior, .. } => {
+                debug_assert_eq!(*interior, 0, "interior padding is materialised");
+                self.lower_pad(id, *axis as usize, *lo as i64, map)?
             }
             Op::Const { value } => self.constant(*value, dt),
             Op::Iota { axis } => {
@@ -502,6 +506,39 @@ impl<'a> LoopBuilder<'a> {
         let (buf, access, row_stride) = (*buf, a0.clone(), a1.offset - a0.offset);
         let idx_map = IndexMap { base: map.base[..ir].to_vec(), coef: map.coef[..ir].to_vec() };
         let index = self.lower(idx, &idx_map)?;
+        Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, index, rows: rows as u32, row_stride }, dt))
+    }
+
+    /// Zero padding along `a` (no interior padding) read at `map`: the input's element at
+    /// `o - lo` where that lies inside it, else zero, as a guarded load ([`Expr::GatherLoad`]
+    /// with index `o - lo` and the input's stride along `a`). The input must lower to a plain
+    /// strided view of a buffer (else it gets a buffer of its own).
+    fn lower_pad(&mut self, id: NodeId, a: usize, lo: i64, map: &IndexMap) -> Result<ExprId, NeedsBuffer> {
+        let g = self.g;
+        let x = g.node(id).args[0];
+        let rows = g.shape(x)[a];
+        let dt = g.dtype(id);
+        if rows == 0 {
+            return Ok(self.constant(0.0, dt));
+        }
+        let pinned = |at: i64| {
+            let mut m = map.clone();
+            m.base[a] = at;
+            m.coef[a] = vec![0; map.coef[a].len()];
+            m
+        };
+        let (e0, e1) = (self.lower(x, &pinned(0))?, self.lower(x, &pinned(1))?);
+        let (Expr::Load { buf, access: a0, .. }, Expr::Load { buf: buf1, access: a1, .. }) =
+            (&self.exprs[e0 as usize], &self.exprs[e1 as usize])
+        else {
+            return Err(NeedsBuffer(x));
+        };
+        if buf != buf1 {
+            return Err(NeedsBuffer(x));
+        }
+        let (buf, access, row_stride) = (*buf, a0.clone(), a1.offset - a0.offset);
+        let at = Access { offset: map.base[a] - lo, outer: map.coef[a].clone(), inner: 0 };
+        let index = self.push(Expr::Index { access: at }, DType::I32);
         Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, index, rows: rows as u32, row_stride }, dt))
     }
 
@@ -792,6 +829,7 @@ impl<'a> Builder<'a> {
             | Op::Broadcast
             | Op::Slice { .. }
             | Op::Gather => self.build_elementwise(id, buf),
+            Op::Pad { interior: 0, .. } => self.build_elementwise(id, buf),
             Op::ArgMax { axis } => {
                 let x = n.args[0];
                 let xs = g.shape(x).to_vec();
