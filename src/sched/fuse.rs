@@ -495,18 +495,28 @@ impl<'a> LoopBuilder<'a> {
             coef.extend_from_slice(&map.coef[ir..]);
             IndexMap { base, coef }
         };
-        let (m0, m1) = (table_map(0), table_map(1));
-        let e0 = self.lower(table, &m0)?;
-        let e1 = self.lower(table, &m1)?;
-        let (Expr::Load { buf, access: a0, .. }, Expr::Load { access: a1, .. }) =
-            (&self.exprs[e0 as usize], &self.exprs[e1 as usize])
-        else {
-            return Err(NeedsBuffer(table));
-        };
-        let (buf, access, row_stride) = (*buf, a0.clone(), a1.offset - a0.offset);
+        let (buf, access, row_stride) = self.guarded_view(table, &table_map(0), &table_map(1))?;
         let idx_map = IndexMap { base: map.base[..ir].to_vec(), coef: map.coef[..ir].to_vec() };
         let index = self.lower(idx, &idx_map)?;
         Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, index, rows: rows as u32, row_stride }, dt))
+    }
+
+    /// The operand of a guarded load ([`Expr::GatherLoad`]): `x` read with its guarded axis at
+    /// 0 (`m0`) and at 1 (`m1`) must be plain strided loads of one buffer; returns the buffer,
+    /// the access of row 0 and the stride between rows. Anything else gets a buffer of its own.
+    fn guarded_view(
+        &mut self,
+        x: NodeId,
+        m0: &IndexMap,
+        m1: &IndexMap,
+    ) -> Result<(u32, Access, i64), NeedsBuffer> {
+        let (e0, e1) = (self.lower(x, m0)?, self.lower(x, m1)?);
+        match (&self.exprs[e0 as usize], &self.exprs[e1 as usize]) {
+            (Expr::Load { buf, access: a0, .. }, Expr::Load { buf: b1, access: a1, .. }) if buf == b1 => {
+                Ok((*buf, a0.clone(), a1.offset - a0.offset))
+            }
+            _ => Err(NeedsBuffer(x)),
+        }
     }
 
     /// Zero padding along `a` (no interior padding) read at `map`: the input's element at
@@ -527,16 +537,7 @@ impl<'a> LoopBuilder<'a> {
             m.coef[a] = vec![0; map.coef[a].len()];
             m
         };
-        let (e0, e1) = (self.lower(x, &pinned(0))?, self.lower(x, &pinned(1))?);
-        let (Expr::Load { buf, access: a0, .. }, Expr::Load { buf: buf1, access: a1, .. }) =
-            (&self.exprs[e0 as usize], &self.exprs[e1 as usize])
-        else {
-            return Err(NeedsBuffer(x));
-        };
-        if buf != buf1 {
-            return Err(NeedsBuffer(x));
-        }
-        let (buf, access, row_stride) = (*buf, a0.clone(), a1.offset - a0.offset);
+        let (buf, access, row_stride) = self.guarded_view(x, &pinned(0), &pinned(1))?;
         let at = Access { offset: map.base[a] - lo, outer: map.coef[a].clone(), inner: 0 };
         let index = self.push(Expr::Index { access: at }, DType::I32);
         Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, index, rows: rows as u32, row_stride }, dt))
