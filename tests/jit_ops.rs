@@ -309,6 +309,66 @@ fn layout_ops_match_reference() {
     }
 }
 
+/// A pad of a pad on another axis is one load guarded on both axes (the 2-D col2im of a
+/// convolution's input gradient: every window padded back along height and width, summed).
+#[test]
+fn zero_padding_on_two_axes_is_one_guarded_load() {
+    let shape = [2usize, 6, 5, 3];
+    let mut g = Graph::new("fused_pads_2d");
+    let x = input(&mut g, "x", DType::F32, &shape);
+    let m = input(&mut g, "m", DType::Bool, &shape);
+    let pad = |g: &mut Graph, x: NodeId, axis: u32, lo: usize, hi: usize| {
+        g.add(Op::Pad { axis, lo, hi, interior: 0 }, &[x], None)
+    };
+    let e = g.unary(UnaryOp::Exp, x);
+    let mut acc: Option<NodeId> = None;
+    for ky in 0..3usize {
+        for kx in 0..2usize {
+            let w = g.add(Op::Slice { axis: 1, start: ky, end: ky + 4, step: 1 }, &[x], None);
+            let w = g.add(Op::Slice { axis: 2, start: kx, end: kx + 4, step: 1 }, &[w], None);
+            let back = pad(&mut g, w, 1, ky, 2 - ky);
+            let back = pad(&mut g, back, 2, kx, 1 - kx);
+            acc = Some(match acc {
+                None => back,
+                Some(a) => g.binary(BinaryOp::Add, a, back),
+            });
+        }
+    }
+    let acc = acc.expect("six windows");
+    // the sum gated by a mask, as the ReLU gradient that follows a col2im
+    let z = g.add(Op::Select, &[m, acc, e], None);
+    g.add_output("col2im_2d", z);
+    // pads on three axes of a boolean, and of an elementwise value (its own buffer)
+    let pad3 = |g: &mut Graph, v: NodeId| {
+        let v = pad(g, v, 0, 1, 0);
+        let v = pad(g, v, 2, 0, 2);
+        pad(g, v, 3, 1, 1)
+    };
+    let pm = pad3(&mut g, m);
+    let pe = pad3(&mut g, e);
+    let px = pad3(&mut g, x);
+    let y = g.add(Op::Select, &[pm, pe, px], None);
+    g.add_output("select_of_3d_pads", y);
+    let s = modelc::sched::schedule(&g);
+    let max_guards = s
+        .kernels
+        .iter()
+        .filter_map(|k| match &k.body {
+            modelc::sched::KernelBody::Loop(l) => l
+                .exprs
+                .iter()
+                .filter_map(|e| match e {
+                    modelc::sched::Expr::GatherLoad { guards, .. } => Some(guards.len()),
+                    _ => None,
+                })
+                .max(),
+            _ => None,
+        })
+        .max();
+    assert_eq!(max_guards, Some(3), "pads on three axes, one load: {}", modelc::sched::print_kernels(&s));
+    check_graph(&g, &g.name.clone(), 7);
+}
+
 #[test]
 fn indexing_ops_match_reference() {
     // gather rows of a table, indices partly out of range

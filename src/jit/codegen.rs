@@ -117,7 +117,9 @@ fn invariance(k: &LoopKernel) -> Vec<bool> {
         inv[i] = match e {
             Expr::Const { .. } | Expr::RowScalar { .. } => true,
             Expr::Load { access, .. } | Expr::Index { access } => access.inner == 0,
-            Expr::GatherLoad { access, index, .. } => access.inner == 0 && inv[*index as usize],
+            Expr::GatherLoad { access, guards, .. } => {
+                access.inner == 0 && guards.iter().all(|g| inv[g.index as usize])
+            }
             Expr::Random { access, key, .. } => access.inner == 0 && inv[*key as usize],
             Expr::Unary { x, .. } | Expr::Cast { x, .. } => inv[*x as usize],
             Expr::Binary { a, b, .. } => inv[*a as usize] && inv[*b as usize],
@@ -130,7 +132,7 @@ fn invariance(k: &LoopKernel) -> Vec<bool> {
 fn operands(e: &Expr) -> Vec<ExprId> {
     match e {
         Expr::Const { .. } | Expr::Load { .. } | Expr::Index { .. } | Expr::RowScalar { .. } => vec![],
-        Expr::GatherLoad { index, .. } => vec![*index],
+        Expr::GatherLoad { guards, .. } => guards.iter().map(|g| g.index).collect(),
         Expr::Random { key, .. } => vec![*key],
         Expr::Unary { x, .. } | Expr::Cast { x, .. } => vec![*x],
         Expr::Binary { a, b, .. } => vec![*a, *b],
@@ -253,7 +255,11 @@ impl Gen<'_, '_> {
             match &k.exprs[e as usize] {
                 Expr::Load { access, .. } if access.inner != 1 && !strided => return false,
                 Expr::GatherLoad { access, .. } if access.inner != 1 => return false,
-                Expr::GatherLoad { index, .. } if !self.invariant[*index as usize] => return false,
+                Expr::GatherLoad { guards, .. }
+                    if guards.iter().any(|g| !self.invariant[g.index as usize]) =>
+                {
+                    return false;
+                }
                 _ => {}
             }
         }
@@ -919,15 +925,26 @@ impl Gen<'_, '_> {
                     if vector { self.b.ins().splat(ty, s) } else { s }
                 }
             }
-            Expr::GatherLoad { access, index, rows, row_stride, .. } => {
+            Expr::GatherLoad { access, guards, .. } => {
                 debug_assert!(self.group.is_none(), "gathers are not row-blocked");
-                let idx = self.eval(*index, false, j, memo);
-                let valid = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, idx, *rows as i64);
+                // every index in range (unsigned compare), and the byte offset of the clamped
+                // indices (an index out of range reads row 0, then the select gives zero)
+                let mut valid = None;
+                let mut base = self.row_expr[&e];
                 let zero32 = self.b.ins().iconst(types::I32, 0);
-                let safe = self.b.ins().select(valid, idx, zero32);
-                let idx64 = self.b.ins().sextend(types::I64, safe);
-                let roff = self.b.ins().imul_imm_s(idx64, *row_stride * 4);
-                let base = self.b.ins().iadd(self.row_expr[&e], roff);
+                for g in guards {
+                    let idx = self.eval(g.index, false, j, memo);
+                    let ok = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, idx, g.rows as i64);
+                    let safe = self.b.ins().select(ok, idx, zero32);
+                    let idx64 = self.b.ins().sextend(types::I64, safe);
+                    let roff = self.b.ins().imul_imm_s(idx64, g.stride * 4);
+                    base = self.b.ins().iadd(base, roff);
+                    valid = Some(match valid {
+                        None => ok,
+                        Some(v) => self.b.ins().band(v, ok),
+                    });
+                }
+                let valid = valid.expect("a guarded load has at least one guard");
                 let (addr, lty) = match jv {
                     None => (base, clif_type(float, false)),
                     Some(j) => (self.addr_at(base, access.inner, j), ty),

@@ -12,8 +12,8 @@
 //! rebuilt.
 
 use super::kernel::{
-    Access, BufferId, Expr, ExprId, Kernel, KernelBody, LoopKernel, MatMulKernel, MatOperand, ReduceKind,
-    Reduction, Split, Store, StoreSource,
+    Access, BufferId, Expr, ExprId, Guard, Kernel, KernelBody, LoopKernel, MatMulKernel, MatOperand,
+    ReduceKind, Reduction, Split, Store, StoreSource,
 };
 use super::{Buffer, BufferRole};
 use crate::ir::{BinaryOp, DType, Graph, NodeId, Op, UnaryOp};
@@ -495,25 +495,33 @@ impl<'a> LoopBuilder<'a> {
             coef.extend_from_slice(&map.coef[ir..]);
             IndexMap { base, coef }
         };
-        let (buf, access, row_stride) = self.guarded_view(table, &table_map(0), &table_map(1))?;
+        let (buf, access, stride, mut guards) = self.guarded_view(table, &table_map(0), &table_map(1))?;
         let idx_map = IndexMap { base: map.base[..ir].to_vec(), coef: map.coef[..ir].to_vec() };
         let index = self.lower(idx, &idx_map)?;
-        Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, index, rows: rows as u32, row_stride }, dt))
+        guards.push(Guard { index, rows: rows as u32, stride });
+        Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, guards }, dt))
     }
 
     /// The operand of a guarded load ([`Expr::GatherLoad`]): `x` read with its guarded axis at
-    /// 0 (`m0`) and at 1 (`m1`) must be plain strided loads of one buffer; returns the buffer,
-    /// the access of row 0 and the stride between rows. Anything else gets a buffer of its own.
+    /// 0 (`m0`) and at 1 (`m1`) must be strided loads of one buffer, plain or themselves guarded
+    /// by the same guards (a pad of a pad); returns the buffer, the access of row 0, the stride
+    /// between rows and the guards already there. Anything else gets a buffer of its own.
     fn guarded_view(
         &mut self,
         x: NodeId,
         m0: &IndexMap,
         m1: &IndexMap,
-    ) -> Result<(u32, Access, i64), NeedsBuffer> {
+    ) -> Result<(u32, Access, i64, Vec<Guard>), NeedsBuffer> {
         let (e0, e1) = (self.lower(x, m0)?, self.lower(x, m1)?);
         match (&self.exprs[e0 as usize], &self.exprs[e1 as usize]) {
             (Expr::Load { buf, access: a0, .. }, Expr::Load { buf: b1, access: a1, .. }) if buf == b1 => {
-                Ok((*buf, a0.clone(), a1.offset - a0.offset))
+                Ok((*buf, a0.clone(), a1.offset - a0.offset, Vec::new()))
+            }
+            (
+                Expr::GatherLoad { buf, access: a0, guards: g0, .. },
+                Expr::GatherLoad { buf: b1, access: a1, guards: g1, .. },
+            ) if buf == b1 && g0 == g1 && a0.outer == a1.outer && a0.inner == a1.inner => {
+                Ok((*buf, a0.clone(), a1.offset - a0.offset, g0.clone()))
             }
             _ => Err(NeedsBuffer(x)),
         }
@@ -537,10 +545,11 @@ impl<'a> LoopBuilder<'a> {
             m.coef[a] = vec![0; map.coef[a].len()];
             m
         };
-        let (buf, access, row_stride) = self.guarded_view(x, &pinned(0), &pinned(1))?;
+        let (buf, access, stride, mut guards) = self.guarded_view(x, &pinned(0), &pinned(1))?;
         let at = Access { offset: map.base[a] - lo, outer: map.coef[a].clone(), inner: 0 };
         let index = self.push(Expr::Index { access: at }, DType::I32);
-        Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, index, rows: rows as u32, row_stride }, dt))
+        guards.push(Guard { index, rows: rows as u32, stride });
+        Ok(self.push(Expr::GatherLoad { buf, dtype: dt, access, guards }, dt))
     }
 
     /// Adds a store of `value` to the root's buffer through `map` (over `shape`'s strides).
@@ -654,7 +663,9 @@ impl<'a> LoopBuilder<'a> {
             level[i] = match &exprs[i] {
                 Expr::RowScalar { slot } => level[self.reductions[*slot as usize].1 as usize] + 1,
                 Expr::Const { .. } | Expr::Load { .. } | Expr::Index { .. } => 0,
-                Expr::GatherLoad { index, .. } => level[*index as usize],
+                Expr::GatherLoad { guards, .. } => {
+                    guards.iter().map(|g| level[g.index as usize]).max().unwrap_or(0)
+                }
                 Expr::Random { key, .. } => level[*key as usize],
                 Expr::Unary { x, .. } | Expr::Cast { x, .. } => level[*x as usize],
                 Expr::Binary { a, b, .. } => level[*a as usize].max(level[*b as usize]),

@@ -32,6 +32,15 @@ pub struct Access {
     pub inner: i64,
 }
 
+/// One bounds-checked index of an [`Expr::GatherLoad`]: `index` (an i32 expression) selects
+/// one of `rows` rows `stride` elements apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Guard {
+    pub index: ExprId,
+    pub rows: u32,
+    pub stride: i64,
+}
+
 /// The reduction a row-scalar slot computes over the inner loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReduceKind {
@@ -67,14 +76,14 @@ pub enum Expr {
         dtype: DType,
         access: Access,
     },
-    /// `0 <= index < rows ? buf[access + index * row_stride] : 0` (embedding lookups).
+    /// `buf[access + sum(g.index * g.stride)]` when every guard's `0 <= g.index < g.rows`,
+    /// else 0 (embedding lookups: one guard on the looked-up row; zero padding: one guard per
+    /// padded axis).
     GatherLoad {
         buf: u32,
         dtype: DType,
         access: Access,
-        index: ExprId,
-        rows: u32,
-        row_stride: i64,
+        guards: Vec<Guard>,
     },
     /// The affine index itself as i32 (iota).
     Index {

@@ -17,8 +17,8 @@ mod share;
 mod stash;
 
 pub use kernel::{
-    Access, BufferId, Expr, ExprId, Kernel, KernelBody, LoopKernel, MatMulKernel, MatOperand, ReduceKind,
-    Reduction, Split, Store, StoreSource,
+    Access, BufferId, Expr, ExprId, Guard, Kernel, KernelBody, LoopKernel, MatMulKernel, MatOperand,
+    ReduceKind, Reduction, Split, Store, StoreSource,
 };
 pub use plan::BufferPlan;
 pub use print::print_kernels;

@@ -11,7 +11,7 @@
 //! A load of a buffer the kernel also stores to is kept as it is: its value depends on the pass
 //! that reads it.
 
-use super::{Expr, ExprId, Kernel, LoopKernel, StoreSource};
+use super::{Expr, ExprId, Guard, Kernel, LoopKernel, StoreSource};
 use std::collections::HashMap;
 
 /// Applies the sharing to every loop kernel and matmul epilogue.
@@ -32,13 +32,11 @@ fn share(l: &mut LoopKernel) {
             Expr::Binary { op, a, b } => Expr::Binary { op: *op, a: m(a), b: m(b) },
             Expr::Select { cond, a, b } => Expr::Select { cond: m(cond), a: m(a), b: m(b) },
             Expr::Cast { to, x } => Expr::Cast { to: *to, x: m(x) },
-            Expr::GatherLoad { buf, dtype, access, index, rows, row_stride } => Expr::GatherLoad {
+            Expr::GatherLoad { buf, dtype, access, guards } => Expr::GatherLoad {
                 buf: *buf,
                 dtype: *dtype,
                 access: access.clone(),
-                index: m(index),
-                rows: *rows,
-                row_stride: *row_stride,
+                guards: guards.iter().map(|g| Guard { index: m(&g.index), ..g.clone() }).collect(),
             },
             Expr::Random { key, stream, access } => {
                 Expr::Random { key: m(key), stream: *stream, access: access.clone() }
