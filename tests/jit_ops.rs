@@ -309,6 +309,36 @@ fn layout_ops_match_reference() {
     }
 }
 
+/// A concatenation of pieces of one shape (im2col's windows) is one loop over a piece with a
+/// store per piece; pieces of different lengths keep a kernel each.
+#[test]
+fn equal_concat_pieces_are_one_kernel() {
+    let mut g = Graph::new("concat_windows");
+    let x = input(&mut g, "x", DType::F32, &[2, 6, 5]);
+    let r = g.unary(UnaryOp::Tanh, x);
+    let mut windows = Vec::new();
+    for k in 0..3usize {
+        let w = g.add(Op::Slice { axis: 1, start: k, end: k + 4, step: 1 }, &[r], None);
+        windows.push(w);
+    }
+    let c = g.add(Op::Concat { axis: 2 }, &windows, None);
+    g.add_output("im2col", c);
+    let short = g.add(Op::Slice { axis: 1, start: 0, end: 4, step: 1 }, &[x], None);
+    let u = g.add(Op::Concat { axis: 1 }, &[short, x], None);
+    g.add_output("uneven", u);
+    let s = modelc::sched::schedule(&g);
+    let stores: Vec<usize> = s
+        .kernels
+        .iter()
+        .filter_map(|k| match &k.body {
+            modelc::sched::KernelBody::Loop(l) => Some(l.stores.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(stores.contains(&3), "one kernel stores the three windows: {}", modelc::sched::print_kernels(&s));
+    check_graph(&g, &g.name.clone(), 11);
+}
+
 /// A pad of a pad on another axis is one load guarded on both axes (the 2-D col2im of a
 /// convolution's input gradient: every window padded back along height and width, summed).
 #[test]

@@ -4,6 +4,7 @@ binary in turn, ROUNDS times, and prints the median step time, CPU time, kernel 
 compile time per binary.
 
     python3 bench/compare/ab.py 3 base=/tmp/modelc-base new=target/release/modelc
+    python3 bench/compare/ab.py 5 --only=cnn,mlp base=/tmp/modelc-base new=target/release/modelc
 """
 import json
 import os
@@ -22,10 +23,12 @@ WORK = {
 
 def main():
     rounds = int(sys.argv[1])
-    bins = dict(a.split("=", 1) for a in sys.argv[2:])
+    only = [a.split("=", 1)[1].split(",") for a in sys.argv[2:] if a.startswith("--only=")]
+    bins = dict(a.split("=", 1) for a in sys.argv[2:] if not a.startswith("--only="))
+    work = {w: args for w, args in WORK.items() if not only or w in only[0]}
     res = {}
     for _ in range(rounds):
-        for w, args in WORK.items():
+        for w, args in work.items():
             for name, path in bins.items():
                 out = subprocess.run([path, "bench", *args, "--threads", "1", "--json"], cwd=ROOT,
                                      capture_output=True, text=True, check=True).stdout

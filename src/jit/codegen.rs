@@ -950,9 +950,23 @@ impl Gen<'_, '_> {
                     Some(j) => (self.addr_at(base, access.inner, j), ty),
                 };
                 let loaded = self.b.ins().load(lty, flags(), addr, 0);
-                let z = self.zero(dt, lty.is_vector());
-                let s = self.b.ins().select(valid, loaded, z);
-                if vector && !lty.is_vector() { self.b.ins().splat(ty, s) } else { s }
+                if lty.is_vector() {
+                    // the guards do not depend on j: an all-ones or all-zeros lane mask, built
+                    // once per row (hoisted), ANDed in (a select on vectors would branch)
+                    let ones = self.b.ins().iconst(types::I32, -1);
+                    let bits = self.b.ins().select(valid, ones, zero32);
+                    let mask = self.b.ins().splat(types::I32X4, bits);
+                    if float {
+                        let mask = self.b.ins().bitcast(types::F32X4, little_endian(), mask);
+                        self.b.ins().band(loaded, mask)
+                    } else {
+                        self.b.ins().band(loaded, mask)
+                    }
+                } else {
+                    let z = self.zero(dt, false);
+                    let s = self.b.ins().select(valid, loaded, z);
+                    if vector { self.b.ins().splat(ty, s) } else { s }
+                }
             }
             Expr::Index { access } => {
                 debug_assert!(self.group.is_none(), "iota is not row-blocked");

@@ -880,6 +880,26 @@ impl<'a> Builder<'a> {
             }
             Op::Concat { axis } => {
                 let a = *axis as usize;
+                let first = g.shape(n.args[0]).to_vec();
+                if n.args.len() > 1 && first[a] > 0 && n.args.iter().all(|&p| g.shape(p) == first.as_slice())
+                {
+                    // pieces of one shape (im2col's windows): one loop over a piece, one store
+                    // per piece, so the windows are read and written in one pass
+                    let mut lb = self.loop_builder(Some(id), &first);
+                    let mut values = Vec::with_capacity(n.args.len());
+                    for &piece in &n.args {
+                        values.push(lb.lower_identity(piece)?);
+                    }
+                    lb.nodes.push(id);
+                    for (k, v) in values.into_iter().enumerate() {
+                        let mut map = lb.identity(first.len());
+                        map.base[a] = (k * first[a]) as i64;
+                        lb.store(buf, &shape, &map, StoreSource::Elem(v), dt);
+                    }
+                    let parts = lb.finish(false);
+                    self.push_loop(parts, &first);
+                    return Ok(());
+                }
                 let mut start = 0i64;
                 for &piece in &n.args {
                     let ps = g.shape(piece).to_vec();
