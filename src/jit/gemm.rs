@@ -86,6 +86,13 @@ impl Prefetch {
         } else {
             return Prefetch::none();
         };
+        if runs > 1 && stride > 0 && (stride as usize) < len + 16 {
+            // runs less than a line apart (A of a small depth): the lines of one span, once
+            // each, instead of the lines of every run (mostly the same lines again)
+            let len = (runs - 1) * stride as usize + len;
+            let lines = (base as usize % 64 + len * 4).div_ceil(64);
+            return Prefetch { base, stride: 0, runs: 1, lines_per_run: lines, run: 0, line: 0 };
+        }
         // the lines a run spans: exact when every run starts at the same offset in its line (the
         // stride a multiple of 16 floats), else one more than the worst case needs
         let lines_per_run =

@@ -430,7 +430,7 @@ unsafe fn kernel<const MR: usize, const NV: usize, const DIRECT_A: bool>(t: Tile
             }
             let crow = t.c.offset(i as isize * t.rsc);
             for v in 0..NV {
-                let mut x = _mm512_mul_ps(alpha, row[v]);
+                let mut x = if t.alpha == 1.0 { row[v] } else { _mm512_mul_ps(alpha, row[v]) };
                 let cp = crow.add(16 * v);
                 if t.beta != 0.0 {
                     x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(masks[v], cp), x);
