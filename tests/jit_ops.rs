@@ -310,7 +310,8 @@ fn layout_ops_match_reference() {
 }
 
 /// A concatenation of pieces of one shape (im2col's windows) is one loop over a piece with a
-/// store per piece; pieces of different lengths keep a kernel each.
+/// store per piece; pieces of different lengths keep a kernel each. A value read through
+/// overlapping windows gets a buffer (computed once, not once per window).
 #[test]
 fn equal_concat_pieces_are_one_kernel() {
     let mut g = Graph::new("concat_windows");
@@ -336,6 +337,20 @@ fn equal_concat_pieces_are_one_kernel() {
         })
         .collect();
     assert!(stores.contains(&3), "one kernel stores the three windows: {}", modelc::sched::print_kernels(&s));
+    // the windows overlap: tanh gets a buffer and is computed once per element, not per window
+    let tanhs: usize = s
+        .kernels
+        .iter()
+        .map(|k| match &k.body {
+            modelc::sched::KernelBody::Loop(l) => l
+                .exprs
+                .iter()
+                .filter(|e| matches!(e, modelc::sched::Expr::Unary { op: UnaryOp::Tanh, .. }))
+                .count(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(tanhs, 1, "tanh computed in one kernel: {}", modelc::sched::print_kernels(&s));
     check_graph(&g, &g.name.clone(), 11);
 }
 

@@ -208,7 +208,8 @@ pub(super) fn materialize_shared(g: &Graph, users: &[Vec<NodeId>], mat: &mut [bo
             };
         }
         sink[id.index()] = s;
-        if s != Sink::Many || duplicable(g, mat, id) {
+        let overlapping = || window_reads(g, users, mat, id, false) > g.ty(id).numel();
+        if (s != Sink::Many && !overlapping()) || duplicable(g, mat, id) {
             continue;
         }
         let mut target = id;
@@ -223,6 +224,26 @@ pub(super) fn materialize_shared(g: &Graph, users: &[Vec<NodeId>], mat: &mut [bo
         // a view whose source is already a buffer is duplicable, so `target` is not one
         mat[target.index()] = true;
     }
+}
+
+/// Elements of `id` read through windows: chains of views (reshape, permute, slice; not
+/// materialised) with at least one slice, each window counted once however many consumers
+/// read it. Above `numel`, windows overlap (im2col, pooling): fused, the value would be
+/// computed once per window covering an element, so a non-duplicable value read that way gets
+/// a buffer even with a single consuming kernel.
+fn window_reads(g: &Graph, users: &[Vec<NodeId>], mat: &[bool], id: NodeId, sliced: bool) -> usize {
+    let mut total = 0;
+    let mut read_whole = false;
+    for &u in &users[id.index()] {
+        match g.node(u).op {
+            Op::Reshape | Op::Permute { .. } | Op::Slice { .. } if !mat[u.index()] => {
+                let slice = matches!(g.node(u).op, Op::Slice { .. });
+                total += window_reads(g, users, mat, u, sliced || slice);
+            }
+            _ => read_whole = true,
+        }
+    }
+    if read_whole && sliced { total + g.ty(id).numel() } else { total }
 }
 
 /// Builds one loop kernel (or the operand views of a matmul).
