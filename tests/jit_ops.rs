@@ -539,3 +539,29 @@ fn zero_padding_fused_into_consumers_matches_reference() {
         check_graph(&g, &g.name.clone(), axis as u64);
     }
 }
+
+/// A reduction over every axis of a permuted view (a gradient's sum of squares, as the
+/// gradient norm needs) reads the underlying buffer flat: one reduction kernel each, where
+/// axis by axis through the permute took one kernel per axis.
+#[test]
+fn full_reductions_of_permuted_views_read_flat() {
+    let mut g = Graph::new("flat_full_reductions");
+    let x = input(&mut g, "x", DType::F32, &[6, 5, 7]);
+    let e = g.unary(UnaryOp::Exp, x);
+    let p = g.add(Op::Permute { perm: vec![2, 0, 1] }, &[e], None);
+    let r = g.reshape(p, vec![7, 30]);
+    let sq = g.binary(BinaryOp::Mul, r, r);
+    let s = g.reduce(ReduceOp::Sum, sq, vec![0, 1]);
+    g.add_output("sum_of_squares", s);
+    let q = g.add(Op::Permute { perm: vec![1, 2, 0] }, &[x], None);
+    let m = g.reduce(ReduceOp::Max, q, vec![0, 1, 2]);
+    g.add_output("max", m);
+    let sched = modelc::sched::schedule(&g);
+    let reducing = sched
+        .kernels
+        .iter()
+        .filter(|k| matches!(&k.body, modelc::sched::KernelBody::Loop(l) if !l.reductions.is_empty()))
+        .count();
+    assert_eq!(reducing, 2, "one flat reduction each: {}", modelc::sched::print_kernels(&sched));
+    check_graph(&g, &g.name.clone(), 13);
+}

@@ -343,6 +343,46 @@ fn in_place_safe(kernels: &[Kernel], b: BufferId, param: &[BufferId]) -> bool {
     kernels[w + 1..].iter().all(|k| !k.args.iter().any(|a| param.contains(a)))
 }
 
+/// A reduction over every axis of `f(v, v)` or `f(v)` (a sum of squares: the gradient norm)
+/// or of `v` itself, where `v` is a chain of permutes and reshapes of `base`: the order of the
+/// elements does not change the set reduced, so it becomes one reduction over `base` read
+/// flat, in memory order (gradients arrive permuted from autodiff; reduced axis by axis through
+/// the permute, every stage walked a strided, short inner axis). The sum is the same set of
+/// terms, added in another order.
+fn flat_full_reduction(g: &Graph, id: NodeId, map: &[NodeId], out: &mut Graph) -> Option<NodeId> {
+    let Op::Reduce { op, axes } = &g.node(id).op else { return None };
+    let x = g.node(id).args[0];
+    let rank = g.shape(x).len();
+    let numel = g.ty(x).numel();
+    if rank < 2 || axes.len() != rank || numel == 0 {
+        return None;
+    }
+    let peel = |mut v: NodeId| {
+        while matches!(g.node(v).op, Op::Permute { .. } | Op::Reshape) {
+            v = g.node(v).args[0];
+        }
+        v
+    };
+    let xn = g.node(x);
+    let (f, inner) = match &xn.op {
+        Op::Unary(_) | Op::Binary(_) if xn.args.iter().all(|&a| a == xn.args[0]) => {
+            (Some(xn.op.clone()), xn.args[0])
+        }
+        _ => (None, x),
+    };
+    let base = peel(inner);
+    if base == inner {
+        return None;
+    }
+    let mut v = out.reshape(map[base.index()], vec![numel]);
+    if let Some(op) = f {
+        let args = vec![v; xn.args.len()];
+        v = out.add(op, &args, None);
+    }
+    let r = out.reduce(*op, v, vec![0]);
+    Some(out.reshape(r, g.shape(id).to_vec()))
+}
+
 /// Rewrites reductions over several axes as chains of single-axis reductions (sum, max and min
 /// are associative), so every reduction runs along one inner loop.
 fn split_reductions(g: &Graph) -> Graph {
@@ -360,7 +400,9 @@ fn split_reductions(g: &Graph) -> Graph {
         out.current_scope = g.node_scopes[id.index()];
         out.current_span = g.spans[id.index()];
         let args: Vec<NodeId> = n.args.iter().map(|a| map[a.index()]).collect();
-        let new = if let Op::Reduce { op, axes } = &n.op
+        let new = if let Some(flat) = flat_full_reduction(g, id, &map, &mut out) {
+            flat
+        } else if let Op::Reduce { op, axes } = &n.op
             && axes.len() > 1
         {
             let mut x = args[0];
