@@ -2,8 +2,9 @@
 //! a strided inner loop: column sums, maxima and minima over the rows of a matrix (bias and
 //! layer-norm parameter gradients), which the code generator runs row-blocked (four rows per
 //! vector, blocks of 16 rows, single rows left over). Shapes cover row counts that are not
-//! multiples of the block, ranges split over two threads at odd rows, outer dimensions that wrap
-//! inside a block, fused expressions, multi-pass kernels and integer columns.
+//! multiples of the block, ranges split over two threads (in whole blocks of 16 rows, so 35 and
+//! 64 columns split and fewer do not), outer dimensions that wrap inside a block, fused
+//! expressions, multi-pass kernels and integer columns.
 
 mod jit_support;
 
@@ -16,7 +17,8 @@ fn input(g: &mut Graph, name: &str, dtype: DType, shape: &[usize]) -> NodeId {
 }
 
 /// The loop kernels of `g` that read a buffer along a strided inner loop with consecutive rows
-/// contiguous (the kernels the row-blocked path is for), with their pass counts.
+/// contiguous (the kernels the row-blocked path is for), with their pass counts; each runs
+/// row-blocked.
 fn column_kernels(g: &Graph) -> Vec<u32> {
     let is_column = |l: &LoopKernel| {
         l.exprs.iter().any(
@@ -27,7 +29,10 @@ fn column_kernels(g: &Graph) -> Vec<u32> {
         .kernels
         .iter()
         .filter_map(|k| match &k.body {
-            KernelBody::Loop(l) if is_column(l) => Some(l.passes),
+            KernelBody::Loop(l) if is_column(l) => {
+                assert!(modelc::jit::row_blocked(l), "a column kernel runs row-blocked: {l:?}");
+                Some(l.passes)
+            }
             _ => None,
         })
         .collect()

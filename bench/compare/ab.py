@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""A/B of modelc builds: runs `BIN bench FILE --threads 1 --json` for each workload with every
-binary in turn, ROUNDS times, and prints the median step time, CPU time, kernel count and
-compile time per binary.
+"""A/B of modelc builds: runs `BIN bench FILE --threads T --json` (T = 1 unless --threads=T) for
+each workload with every binary in turn, ROUNDS times, and prints the median step time, CPU
+time, kernel count and compile time per binary.
 
     python3 bench/compare/ab.py 3 base=/tmp/modelc-base new=target/release/modelc
-    python3 bench/compare/ab.py 5 --only=cnn,mlp base=/tmp/modelc-base new=target/release/modelc
+    python3 bench/compare/ab.py 5 --only=cnn,mlp --threads=2 base=/tmp/modelc-base new=target/release/modelc
 """
 import json
 import os
@@ -23,14 +23,16 @@ WORK = {
 
 def main():
     rounds = int(sys.argv[1])
-    only = [a.split("=", 1)[1].split(",") for a in sys.argv[2:] if a.startswith("--only=")]
-    bins = dict(a.split("=", 1) for a in sys.argv[2:] if not a.startswith("--only="))
+    flags = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in sys.argv[2:] if a.startswith("--")}
+    only = [flags["only"].split(",")] if "only" in flags else []
+    threads = flags.get("threads", "1")
+    bins = dict(a.split("=", 1) for a in sys.argv[2:] if not a.startswith("--"))
     work = {w: args for w, args in WORK.items() if not only or w in only[0]}
     res = {}
     for _ in range(rounds):
         for w, args in work.items():
             for name, path in bins.items():
-                out = subprocess.run([path, "bench", *args, "--threads", "1", "--json"], cwd=ROOT,
+                out = subprocess.run([path, "bench", *args, "--threads", threads, "--json"], cwd=ROOT,
                                      capture_output=True, text=True, check=True).stdout
                 r = json.loads(out.splitlines()[-1])
                 res.setdefault((w, name), []).append(r)

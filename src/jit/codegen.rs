@@ -110,6 +110,116 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
     Ok(())
 }
 
+/// What a kernel's passes can do, decided from the kernel alone (before any code is emitted).
+struct Plan<'a> {
+    k: &'a LoopKernel,
+    /// Per expression: it does not depend on `j` ([`invariance`]).
+    invariant: &'a [bool],
+}
+
+impl Plan<'_> {
+    /// The expressions pass `p` needs, in id order.
+    fn needed(&self, p: u32) -> Vec<ExprId> {
+        let k = self.k;
+        let mut roots = Vec::new();
+        for r in k.reductions.iter().filter(|r| r.pass == p) {
+            roots.push(r.value);
+        }
+        for s in k.stores.iter().filter(|s| s.pass == p) {
+            match &s.source {
+                StoreSource::Elem(v) | StoreSource::ScanSum(v) => roots.push(*v),
+                StoreSource::AddIndirect { value, index, .. } => roots.extend([*value, *index]),
+                StoreSource::TopK { value, .. } => roots.push(*value),
+                StoreSource::Slot(_) => {}
+            }
+        }
+        let mut seen = HashSet::new();
+        while let Some(e) = roots.pop() {
+            if seen.insert(e) {
+                roots.extend(operands(&k.exprs[e as usize]));
+            }
+        }
+        let mut v: Vec<ExprId> = seen.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether pass `p` runs on vectors along `j`. With `strided`, loads and stores strided
+    /// along `j` are allowed in a pass without reductions (their lanes are loaded or stored
+    /// one by one; a reduction keeps its scalar order).
+    fn vectorizable(&self, p: u32, needed: &[ExprId], strided: bool) -> bool {
+        let k = self.k;
+        let strided = strided && k.reductions.iter().all(|r| r.pass != p);
+        for &e in needed {
+            if self.invariant[e as usize] {
+                continue;
+            }
+            match &k.exprs[e as usize] {
+                Expr::Load { access, .. } if access.inner != 1 && !strided => return false,
+                Expr::GatherLoad { access, .. } if access.inner != 1 => return false,
+                Expr::GatherLoad { guards, .. }
+                    if guards.iter().any(|g| !self.invariant[g.index as usize]) =>
+                {
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        if k.reductions.iter().any(|r| r.pass == p && r.kind == ReduceKind::ArgMax) {
+            return false;
+        }
+        k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
+            StoreSource::Elem(_) => s.access.inner == 1 || (strided && s.access.inner != 0),
+            StoreSource::Slot(_) => true,
+            StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
+        })
+    }
+
+    /// Whether the kernel runs in the row-blocked mode: no pass can vectorise along `j` (its
+    /// accesses are strided there, e.g. a column sum walking down the rows), but consecutive
+    /// rows are consecutive in memory for every access that depends on the row (the last outer
+    /// dimension has stride 1; stride 0 is a value shared by the rows). Lanes are then four
+    /// consecutive rows evaluated with the same scalar `j` loop, so each row sees the same
+    /// operations in the same order as on the scalar path, which runs the rows left over.
+    fn row_blockable(&self) -> bool {
+        let k = self.k;
+        let Some(last) = k.outer.len().checked_sub(1) else { return false };
+        (0..k.passes).all(|p| {
+            let needed = self.needed(p);
+            !self.vectorizable(p, &needed, false) && self.row_vectorizable(p, &needed, last)
+        })
+    }
+
+    fn row_vectorizable(&self, p: u32, needed: &[ExprId], last: usize) -> bool {
+        let k = self.k;
+        let exprs_ok = needed.iter().all(|&e| match &k.exprs[e as usize] {
+            Expr::Load { access, .. } => matches!(access.outer[last], 0 | 1),
+            Expr::GatherLoad { .. } | Expr::Index { .. } | Expr::Random { .. } => false,
+            Expr::Const { .. }
+            | Expr::RowScalar { .. }
+            | Expr::Unary { .. }
+            | Expr::Binary { .. }
+            | Expr::Select { .. }
+            | Expr::Cast { .. } => true,
+        });
+        let reds_ok = k.reductions.iter().all(|r| r.pass != p || r.kind != ReduceKind::ArgMax);
+        let stores_ok = k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
+            StoreSource::Elem(_) | StoreSource::Slot(_) => s.access.outer[last] == 1,
+            StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
+        });
+        exprs_ok && reds_ok && stores_ok
+    }
+}
+
+/// Whether a loop kernel runs in the row-blocked mode (lanes are four consecutive rows; see
+/// the module docs). Its rows are best split between threads in multiples of [`ROW_BLOCK`].
+pub fn row_blocked(k: &LoopKernel) -> bool {
+    k.split == Split::Rows && Plan { k, invariant: &invariance(k) }.row_blockable()
+}
+
+/// Rows in a full block of the row-blocked mode.
+pub const ROW_BLOCK: usize = 4 * BLOCK_GROUPS;
+
 /// Which expressions do not depend on `j` (evaluated once per row and pass).
 fn invariance(k: &LoopKernel) -> Vec<bool> {
     let mut inv = vec![false; k.exprs.len()];
@@ -216,96 +326,20 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// The expressions pass `p` needs, in id order.
+    fn plan(&self) -> Plan<'_> {
+        Plan { k: self.k, invariant: &self.invariant }
+    }
+
     fn needed(&self, p: u32) -> Vec<ExprId> {
-        let k = self.k;
-        let mut roots = Vec::new();
-        for r in k.reductions.iter().filter(|r| r.pass == p) {
-            roots.push(r.value);
-        }
-        for s in k.stores.iter().filter(|s| s.pass == p) {
-            match &s.source {
-                StoreSource::Elem(v) | StoreSource::ScanSum(v) => roots.push(*v),
-                StoreSource::AddIndirect { value, index, .. } => roots.extend([*value, *index]),
-                StoreSource::TopK { value, .. } => roots.push(*value),
-                StoreSource::Slot(_) => {}
-            }
-        }
-        let mut seen = HashSet::new();
-        while let Some(e) = roots.pop() {
-            if seen.insert(e) {
-                roots.extend(operands(&k.exprs[e as usize]));
-            }
-        }
-        let mut v: Vec<ExprId> = seen.into_iter().collect();
-        v.sort_unstable();
-        v
+        self.plan().needed(p)
     }
 
-    /// Whether pass `p` runs on vectors along `j`. With `strided`, loads and stores strided
-    /// along `j` are allowed in a pass without reductions (their lanes are loaded or stored
-    /// one by one; a reduction keeps its scalar order).
     fn vectorizable(&self, p: u32, needed: &[ExprId], strided: bool) -> bool {
-        let k = self.k;
-        let strided = strided && k.reductions.iter().all(|r| r.pass != p);
-        for &e in needed {
-            if self.invariant[e as usize] {
-                continue;
-            }
-            match &k.exprs[e as usize] {
-                Expr::Load { access, .. } if access.inner != 1 && !strided => return false,
-                Expr::GatherLoad { access, .. } if access.inner != 1 => return false,
-                Expr::GatherLoad { guards, .. }
-                    if guards.iter().any(|g| !self.invariant[g.index as usize]) =>
-                {
-                    return false;
-                }
-                _ => {}
-            }
-        }
-        if k.reductions.iter().any(|r| r.pass == p && r.kind == ReduceKind::ArgMax) {
-            return false;
-        }
-        k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
-            StoreSource::Elem(_) => s.access.inner == 1 || (strided && s.access.inner != 0),
-            StoreSource::Slot(_) => true,
-            StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
-        })
+        self.plan().vectorizable(p, needed, strided)
     }
 
-    /// Whether the kernel runs in the row-blocked mode: no pass can vectorise along `j` (its
-    /// accesses are strided there, e.g. a column sum walking down the rows), but consecutive
-    /// rows are consecutive in memory for every access that depends on the row (the last outer
-    /// dimension has stride 1; stride 0 is a value shared by the rows). Lanes are then four
-    /// consecutive rows evaluated with the same scalar `j` loop, so each row sees the same
-    /// operations in the same order as on the scalar path, which runs the rows left over.
     fn row_blockable(&self) -> bool {
-        let k = self.k;
-        let Some(last) = k.outer.len().checked_sub(1) else { return false };
-        (0..k.passes).all(|p| {
-            let needed = self.needed(p);
-            !self.vectorizable(p, &needed, false) && self.row_vectorizable(p, &needed, last)
-        })
-    }
-
-    fn row_vectorizable(&self, p: u32, needed: &[ExprId], last: usize) -> bool {
-        let k = self.k;
-        let exprs_ok = needed.iter().all(|&e| match &k.exprs[e as usize] {
-            Expr::Load { access, .. } => matches!(access.outer[last], 0 | 1),
-            Expr::GatherLoad { .. } | Expr::Index { .. } | Expr::Random { .. } => false,
-            Expr::Const { .. }
-            | Expr::RowScalar { .. }
-            | Expr::Unary { .. }
-            | Expr::Binary { .. }
-            | Expr::Select { .. }
-            | Expr::Cast { .. } => true,
-        });
-        let reds_ok = k.reductions.iter().all(|r| r.pass != p || r.kind != ReduceKind::ArgMax);
-        let stores_ok = k.stores.iter().filter(|s| s.pass == p).all(|s| match &s.source {
-            StoreSource::Elem(_) | StoreSource::Slot(_) => s.access.outer[last] == 1,
-            StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } | StoreSource::TopK { .. } => false,
-        });
-        exprs_ok && reds_ok && stores_ok
+        self.plan().row_blockable()
     }
 
     /// The row loop of the row-blocked mode: blocks of 16 rows (four vectors), then of 4 rows,

@@ -10,7 +10,7 @@ pub mod gemm;
 pub mod math;
 mod scalar_calls;
 
-pub use codegen::CodegenError;
+pub use codegen::{CodegenError, ROW_BLOCK, row_blocked};
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};
 
 use crate::sched::{LoopKernel, Split};

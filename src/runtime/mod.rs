@@ -78,8 +78,21 @@ unsafe impl Sync for Ptrs {}
 unsafe impl Send for Ptrs {}
 
 enum Step {
-    Loop { f: KernelFn, args: Ptrs, range: usize, split: Split, work: usize },
-    MatMul { mm: Box<MatMulKernel>, args: Ptrs, epilogue: Option<KernelFn> },
+    /// `granule`: chunk boundaries fall on multiples of it where the range allows (rows of a
+    /// row-blocked kernel are fastest in whole blocks).
+    Loop {
+        f: KernelFn,
+        args: Ptrs,
+        range: usize,
+        split: Split,
+        work: usize,
+        granule: usize,
+    },
+    MatMul {
+        mm: Box<MatMulKernel>,
+        args: Ptrs,
+        epilogue: Option<KernelFn>,
+    },
 }
 
 /// A compiled graph with its buffers.
@@ -152,7 +165,17 @@ impl Executable {
                     args,
                     range: l.range(),
                     split: l.split,
-                    work: l.rows() * l.inner * l.passes as usize,
+                    // elements visited: one per pass, or per element store when a pass stores
+                    // several (the pieces of a concatenation)
+                    work: l.rows()
+                        * l.inner
+                        * (l.passes as usize).max(
+                            l.stores
+                                .iter()
+                                .filter(|s| matches!(s.source, crate::sched::StoreSource::Elem(_)))
+                                .count(),
+                        ),
+                    granule: if crate::jit::row_blocked(l) { crate::jit::ROW_BLOCK } else { 1 },
                 },
                 KernelBody::MatMul(m) => Step::MatMul {
                     mm: m.clone(),
@@ -387,18 +410,23 @@ fn chunk(len: usize, n: usize, t: usize) -> (usize, usize) {
 
 fn run_step(pool: &ThreadPool, step: &Step, min_work: usize) {
     match step {
-        Step::Loop { f, args, range, split, work } => {
+        Step::Loop { f, args, range, split, work, granule } => {
             let n = if *split == Split::Serial || *work < min_work { 1 } else { pool.threads().min(*range) };
-            if n <= 1 {
+            // a row-blocked kernel's rows go in whole blocks: its rows are columns of a matrix,
+            // and threads that split a block would read the same cache lines (16 f32 columns)
+            let g = *granule;
+            let units = range.div_ceil(g);
+            // a few chunks per thread, claimed dynamically: a thread that is late (no free
+            // core) leaves its chunks to the others; rows are computed alike in any chunk
+            let chunks = (n * LOOP_CHUNKS_PER_THREAD).min(units);
+            if n <= 1 || chunks <= 1 {
                 // SAFETY: the kernel reads and writes only inside its buffers for this range.
                 unsafe { f(args.0.as_ptr(), 0, *range as i64) };
                 return;
             }
-            // a few chunks per thread, claimed dynamically: a thread that is late (no free
-            // core) leaves its chunks to the others; rows are computed alike in any chunk
-            let chunks = (n * LOOP_CHUNKS_PER_THREAD).min(*range);
             pool.run(chunks, &|t| {
-                let (s, e) = chunk(*range, chunks, t);
+                let (s, e) = chunk(units, chunks, t);
+                let (s, e) = ((s * g).min(*range), (e * g).min(*range));
                 if s < e {
                     // SAFETY: as above; chunks are disjoint row ranges.
                     unsafe { f(args.0.as_ptr(), s as i64, e as i64) };
