@@ -540,6 +540,36 @@ fn zero_padding_fused_into_consumers_matches_reference() {
     }
 }
 
+/// A guarded load whose out-of-range rows read a shared block of zeros (rows of up to 16 368
+/// elements) and one that masks its loads instead (longer rows), padded on the row axis and,
+/// for the short rows, on the inner axis too, against the interpreter.
+#[test]
+fn guarded_loads_of_short_and_long_rows_match_reference() {
+    for (c, (rows, cols)) in [(5usize, 37usize), (4, 16_300), (3, 17_000)].into_iter().enumerate() {
+        let mut g = Graph::new(format!("guarded_rows_{rows}x{cols}"));
+        let x = input(&mut g, "x", DType::F32, &[rows, cols]);
+        let e = g.unary(UnaryOp::Tanh, x);
+        let p = g.add(Op::Pad { axis: 0, lo: 2, hi: 1, interior: 0 }, &[e], None);
+        let y = g.unary(UnaryOp::Neg, p);
+        g.add_output("rows_padded", y);
+        if cols < 100 {
+            let q = g.add(Op::Pad { axis: 1, lo: 3, hi: 2, interior: 0 }, &[p], None);
+            let z = g.unary(UnaryOp::Abs, q);
+            g.add_output("both_padded", z);
+        }
+        // the row pad is a guarded load in a kernel whose rows are the input's rows
+        let s = modelc::sched::schedule(&g);
+        let long_rows = s.kernels.iter().any(|k| match &k.body {
+            modelc::sched::KernelBody::Loop(l) => {
+                l.inner == cols && l.exprs.iter().any(|e| matches!(e, modelc::sched::Expr::GatherLoad { .. }))
+            }
+            _ => false,
+        });
+        assert!(long_rows, "{}", modelc::sched::print_kernels(&s));
+        check_graph(&g, &g.name.clone(), 40 + c as u64);
+    }
+}
+
 /// A reduction over every axis of a permuted view (a gradient's sum of squares, as the
 /// gradient norm needs) reads the underlying buffer flat: one reduction kernel each, where
 /// axis by axis through the permute took one kernel per axis.
