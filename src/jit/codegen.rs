@@ -300,6 +300,11 @@ impl Gen<'_, '_> {
         for d in (0..k.outer.len()).rev() {
             if d == 0 {
                 coords[d] = rem;
+            } else if k.outer[d].is_power_of_two() {
+                // a mask and a shift (kernels compiled without optimisation would divide)
+                let size = k.outer[d] as i64;
+                coords[d] = self.b.ins().band_imm_s(rem, size - 1);
+                rem = self.b.ins().ushr_imm_u(rem, size.trailing_zeros() as i64);
             } else {
                 let size = self.b.ins().iconst(types::I64, k.outer[d] as i64);
                 coords[d] = self.b.ins().urem(rem, size);
