@@ -16,10 +16,14 @@
 
 use super::math;
 use super::scalar_calls::{self, clif_type, emit_call};
+use super::stream;
 use crate::ir::{BinaryOp, DType, UnaryOp};
-use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, StoreSource};
+use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, Store, StoreSource};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, ConstantData, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type, Value,
+    types,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use std::collections::{HashMap, HashSet};
 
@@ -581,6 +585,9 @@ impl Gen<'_, '_> {
                 }
             })
             .collect();
+        if vector && reds.is_empty() && self.streams(p) {
+            self.emit_stream_chunks(p, j, j1, &inv_vector);
+        }
         if vector {
             for (step, unroll) in [(16i64, 4usize), (4, 1)] {
                 // what is left for the 4-wide loop is n % 16 (n itself when n < 16)
@@ -694,6 +701,108 @@ impl Gen<'_, '_> {
                 StoreSource::Elem(_) | StoreSource::ScanSum(_) | StoreSource::AddIndirect { .. } => {}
             }
         }
+    }
+
+    /// Whether pass `p` streams its outputs (`jit::stream`): a flat kernel of at least
+    /// `stream::MIN_ELEMS` elements whose pass stores one to four values element by element,
+    /// contiguously.
+    fn streams(&self, p: u32) -> bool {
+        let k = self.k;
+        let stores: Vec<&Store> = k.stores.iter().filter(|s| s.pass == p).collect();
+        k.split == Split::Elements
+            && k.inner >= stream::MIN_ELEMS
+            && (1..=4).contains(&stores.len())
+            && stores.iter().all(|s| matches!(s.source, StoreSource::Elem(_)) && s.access.inner == 1)
+    }
+
+    /// Whole chunks of `stream::CHUNK` elements from `j` while they fit below `j1`: the
+    /// pass's values are computed 16 elements at a time into one stack array per output, then
+    /// copied out with streaming stores; a fence follows the last chunk. What is left (less
+    /// than a chunk) runs the ordinary vector loops, with ordinary stores.
+    fn emit_stream_chunks(&mut self, p: u32, j: Variable, j1: Value, inv_vector: &Memo) {
+        let k = self.k;
+        let stores: Vec<(usize, ExprId)> = k
+            .stores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.pass == p)
+            .filter_map(|(si, s)| match s.source {
+                StoreSource::Elem(v) => Some((si, v)),
+                _ => None,
+            })
+            .collect();
+        let bytes = (stream::CHUNK * 4) as u32;
+        let arrays: Vec<Value> = stores
+            .iter()
+            .map(|_| {
+                let slot =
+                    self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 6));
+                self.b.ins().stack_addr(types::I64, slot, 0)
+            })
+            .collect();
+        let mut sig = Signature::new(self.b.func.signature.call_conv);
+        sig.params.extend([AbiParam::new(types::I64); 3]);
+        let copy_sig = self.b.import_signature(sig);
+        let fence_sig = self.b.import_signature(Signature::new(self.b.func.signature.call_conv));
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let jv = self.b.use_var(j);
+        let jn = self.b.ins().iadd_imm_s(jv, stream::CHUNK as i64);
+        let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1);
+        self.b.ins().brif(fits, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        let jc = self.b.use_var(j);
+        // the chunk: 16 elements per iteration, into the stack arrays
+        let u = self.b.declare_var(types::I64);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        self.b.def_var(u, zero);
+        let uhead = self.b.create_block();
+        let ubody = self.b.create_block();
+        let uexit = self.b.create_block();
+        self.b.ins().jump(uhead, &[]);
+        self.b.switch_to_block(uhead);
+        let uv = self.b.use_var(u);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, uv, stream::CHUNK as i64);
+        self.b.ins().brif(more, ubody, &[], uexit, &[]);
+        self.b.switch_to_block(ubody);
+        let uv = self.b.use_var(u);
+        let ub = self.b.ins().ishl_imm_u(uv, 2);
+        let j0 = self.b.ins().iadd(jc, uv);
+        for s in 0..4i64 {
+            let ju = self.b.ins().iadd_imm_s(j0, 4 * s);
+            let mut memo = inv_vector.clone();
+            for (a, &(_, v)) in stores.iter().enumerate() {
+                let val = self.eval(v, true, Some(ju), &mut memo);
+                let addr = self.b.ins().iadd(arrays[a], ub);
+                self.b.ins().store(flags(), val, addr, (16 * s) as i32);
+            }
+        }
+        let un = self.b.ins().iadd_imm_s(uv, 16);
+        self.b.def_var(u, un);
+        self.b.ins().jump(uhead, &[]);
+        self.b.seal_block(ubody);
+        self.b.seal_block(uhead);
+        self.b.switch_to_block(uexit);
+        self.b.seal_block(uexit);
+        // ... then out, one streaming copy per output
+        let copy = self.b.ins().iconst(types::I64, stream::copy_fn() as i64);
+        let n = self.b.ins().iconst(types::I64, stream::CHUNK as i64);
+        for (a, &(si, _)) in stores.iter().enumerate() {
+            let dst = self.addr_at(self.row_store[si], 1, jc);
+            self.b.ins().call_indirect(copy_sig, copy, &[dst, arrays[a], n]);
+        }
+        let jn = self.b.ins().iadd_imm_s(jc, stream::CHUNK as i64);
+        self.b.def_var(j, jn);
+        self.b.ins().jump(head, &[]);
+        self.b.seal_block(body);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        let fence = self.b.ins().iconst(types::I64, stream::fence_fn() as i64);
+        self.b.ins().call_indirect(fence_sig, fence, &[]);
     }
 
     fn emit_stores(

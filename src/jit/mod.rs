@@ -9,6 +9,7 @@ mod codegen;
 pub mod gemm;
 pub mod math;
 mod scalar_calls;
+pub mod stream;
 
 pub use codegen::{CodegenError, ROW_BLOCK, row_blocked};
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};
@@ -152,13 +153,16 @@ fn compile_one(
 }
 
 /// The kernel whose machine code runs `k`: a flat (`Split::Elements`) kernel gets its element
-/// range from its caller and its code does not depend on the length, so flat kernels that
-/// differ only in length (say the optimizer updates of parameters of different sizes) share
-/// one compiled function.
+/// range from its caller and its code depends on the length only through whether it reaches
+/// [`stream::MIN_ELEMS`] (then its outputs are streamed), so flat kernels that differ only in
+/// length (say the optimizer updates of parameters of different sizes) share one compiled
+/// function.
 fn code_key(k: &LoopKernel) -> Cow<'_, LoopKernel> {
-    if k.split == Split::Elements && k.inner != 0 {
+    if k.split == Split::Elements && k.inner != 0 && k.inner != stream::MIN_ELEMS {
         debug_assert!(k.outer.is_empty(), "flat kernels have no outer dimensions");
-        Cow::Owned(LoopKernel { inner: 0, ..k.clone() })
+        // the code depends on the length only through whether it streams its outputs
+        let inner = if k.inner >= stream::MIN_ELEMS { stream::MIN_ELEMS } else { 0 };
+        Cow::Owned(LoopKernel { inner, ..k.clone() })
     } else {
         Cow::Borrowed(k)
     }
