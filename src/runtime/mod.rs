@@ -78,8 +78,8 @@ unsafe impl Sync for Ptrs {}
 unsafe impl Send for Ptrs {}
 
 enum Step {
-    /// `granule`: chunk boundaries fall on multiples of it where the range allows (rows of a
-    /// row-blocked kernel are fastest in whole blocks).
+    /// `work`: [`loop_work`]; `granule`: chunk boundaries fall on multiples of it (whole
+    /// blocks for a row-blocked kernel, see `run_step`).
     Loop {
         f: KernelFn,
         args: Ptrs,
@@ -165,16 +165,7 @@ impl Executable {
                     args,
                     range: l.range(),
                     split: l.split,
-                    // elements visited: one per pass, or per element store when a pass stores
-                    // several (the pieces of a concatenation)
-                    work: l.rows()
-                        * l.inner
-                        * (l.passes as usize).max(
-                            l.stores
-                                .iter()
-                                .filter(|s| matches!(s.source, crate::sched::StoreSource::Elem(_)))
-                                .count(),
-                        ),
+                    work: loop_work(l),
                     granule: if crate::jit::row_blocked(l) { crate::jit::ROW_BLOCK } else { 1 },
                 },
                 KernelBody::MatMul(m) => Step::MatMul {
@@ -401,6 +392,13 @@ fn read_tensor(src: &[u32], dtype: DType, shape: &[usize]) -> Tensor {
                 .expect("buffer length matches the type"),
         ),
     }
+}
+
+/// Elements a loop kernel visits, what decides whether it is split over threads: one per pass,
+/// or one per element store when a pass stores several (the pieces of a concatenation).
+fn loop_work(l: &crate::sched::LoopKernel) -> usize {
+    let stores = l.stores.iter().filter(|s| matches!(s.source, crate::sched::StoreSource::Elem(_))).count();
+    l.rows() * l.inner * (l.passes as usize).max(stores)
 }
 
 /// The `t`-th of `n` near-equal chunks of `0..len`.
