@@ -134,9 +134,18 @@ unsafe fn sgemm_blocked(
         rows_done(0, m);
         return;
     }
-    let nv = if n <= 16 { 1 } else { 2 };
+    // tiles of 16 or 32 columns; 48 (with 8 rows, the same 24 accumulators) where that
+    // covers n exactly and 32 would leave a half-empty last panel (n = 144: a convolution's
+    // 3 x 3 x 16 columns)
+    let nv = if n <= 16 {
+        1
+    } else if n % 32 != 0 && n % 48 == 0 && n <= NC {
+        3
+    } else {
+        2
+    };
     let nr = 16 * nv;
-    let mr = row_tile(m);
+    let mr = if nv == 3 { 8 } else { row_tile(m) };
     // columns per block: all of B's depth for them packed at once (at most B_BLOCK floats), so
     // that a block of C is finished while it is in cache instead of being revisited per depth
     let ncb = (B_BLOCK / k / nr * nr).clamp(nr, NC);
@@ -225,6 +234,8 @@ unsafe fn sgemm_blocked(
                         // SAFETY: the tile addresses rows < rows and columns < cols of C only.
                         unsafe {
                             match (mr, nv, direct_a) {
+                                (8, 3, false) => kernel::<8, 3, false>(tile),
+                                (8, 3, true) => kernel::<8, 3, true>(tile),
                                 (12, 2, false) => kernel::<12, 2, false>(tile),
                                 (8, 2, false) => kernel::<8, 2, false>(tile),
                                 (12, 1, false) => kernel::<12, 1, false>(tile),
@@ -470,6 +481,11 @@ mod tests {
             (13, 300, 64),
             (64, 257, 96),
             (5, 40, 512),
+            // 48-column tiles: n a multiple of 48 but not of 32, rows not a multiple of 8,
+            // depth over one block
+            (1027, 32, 144),
+            (13, 300, 48),
+            (50, 9, 480),
         ];
         for &(m, k, n) in &shapes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
