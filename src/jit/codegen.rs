@@ -21,8 +21,8 @@ use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, Store, StoreSource};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    AbiParam, ConstantData, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type, Value,
-    types,
+    AbiParam, Block, ConstantData, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, Type,
+    Value, types,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 use std::collections::{HashMap, HashSet};
@@ -93,21 +93,9 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
         Split::Rows | Split::Serial => {
             let r = g.b.declare_var(types::I64);
             g.b.def_var(r, start);
-            let head = g.b.create_block();
-            let body = g.b.create_block();
-            let exit = g.b.create_block();
-            g.b.ins().jump(head, &[]);
-            g.b.switch_to_block(head);
-            let rv = g.b.use_var(r);
-            let more = g.b.ins().icmp(IntCC::SignedLessThan, rv, end);
-            g.b.ins().brif(more, body, &[], exit, &[]);
-            g.b.switch_to_block(body);
+            let rows = g.begin_loop(r, |g, rv| g.b.ins().icmp(IntCC::SignedLessThan, rv, end));
             g.emit_next_row(r);
-            g.b.ins().jump(head, &[]);
-            g.b.seal_block(body);
-            g.b.seal_block(head);
-            g.b.switch_to_block(exit);
-            g.b.seal_block(exit);
+            g.end_loop(rows);
         }
     }
     g.b.ins().return_(&[]);
@@ -594,16 +582,10 @@ impl Gen<'_, '_> {
                 if n_static.is_some_and(|n| (step == 16 && n < 16) || (step == 4 && n % 16 < 4)) {
                     continue;
                 }
-                let head = self.b.create_block();
-                let body = self.b.create_block();
-                let exit = self.b.create_block();
-                self.b.ins().jump(head, &[]);
-                self.b.switch_to_block(head);
-                let jv = self.b.use_var(j);
-                let jn = self.b.ins().iadd_imm_s(jv, step);
-                let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1);
-                self.b.ins().brif(fits, body, &[], exit, &[]);
-                self.b.switch_to_block(body);
+                let blocks = self.begin_loop(j, |g, jv| {
+                    let jn = g.b.ins().iadd_imm_s(jv, step);
+                    g.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1)
+                });
                 let jv = self.b.use_var(j);
                 for u in 0..unroll {
                     let ju = self.b.ins().iadd_imm_s(jv, 4 * u as i64);
@@ -613,11 +595,7 @@ impl Gen<'_, '_> {
                 }
                 let jn = self.b.ins().iadd_imm_s(jv, step);
                 self.b.def_var(j, jn);
-                self.b.ins().jump(head, &[]);
-                self.b.seal_block(body);
-                self.b.seal_block(head);
-                self.b.switch_to_block(exit);
-                self.b.seal_block(exit);
+                self.end_loop(blocks);
             }
             // fold the vector accumulators into the scalar ones
             for (ri, &r) in reds.iter().enumerate() {
@@ -638,15 +616,7 @@ impl Gen<'_, '_> {
         }
         // scalar loop (the tail of the vector loops, or the whole pass)
         if !(vector && n_static.is_some_and(|n| n % 4 == 0)) {
-            let head = self.b.create_block();
-            let body = self.b.create_block();
-            let exit = self.b.create_block();
-            self.b.ins().jump(head, &[]);
-            self.b.switch_to_block(head);
-            let jv = self.b.use_var(j);
-            let more = self.b.ins().icmp(IntCC::SignedLessThan, jv, j1);
-            self.b.ins().brif(more, body, &[], exit, &[]);
-            self.b.switch_to_block(body);
+            let blocks = self.begin_loop(j, |g, jv| g.b.ins().icmp(IntCC::SignedLessThan, jv, j1));
             let jv = self.b.use_var(j);
             let mut memo = inv_scalar.clone();
             for (ri, &r) in reds.iter().enumerate() {
@@ -672,11 +642,7 @@ impl Gen<'_, '_> {
             self.emit_stores(p, false, jv, &mut memo, &scan_vars);
             let jn = self.b.ins().iadd_imm_s(jv, 1);
             self.b.def_var(j, jn);
-            self.b.ins().jump(head, &[]);
-            self.b.seal_block(body);
-            self.b.seal_block(head);
-            self.b.switch_to_block(exit);
-            self.b.seal_block(exit);
+            self.end_loop(blocks);
         }
         for (ri, &r) in reds.iter().enumerate() {
             let v = if k.reductions[r].kind == ReduceKind::ArgMax {
@@ -744,30 +710,17 @@ impl Gen<'_, '_> {
         sig.params.extend([AbiParam::new(types::I64); 3]);
         let copy_sig = self.b.import_signature(sig);
         let fence_sig = self.b.import_signature(Signature::new(self.b.func.signature.call_conv));
-        let head = self.b.create_block();
-        let body = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(head, &[]);
-        self.b.switch_to_block(head);
-        let jv = self.b.use_var(j);
-        let jn = self.b.ins().iadd_imm_s(jv, stream::CHUNK as i64);
-        let fits = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1);
-        self.b.ins().brif(fits, body, &[], exit, &[]);
-        self.b.switch_to_block(body);
+        let chunks = self.begin_loop(j, |g, jv| {
+            let jn = g.b.ins().iadd_imm_s(jv, stream::CHUNK as i64);
+            g.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1)
+        });
         let jc = self.b.use_var(j);
         // the chunk: 16 elements per iteration, into the stack arrays
         let u = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
         self.b.def_var(u, zero);
-        let uhead = self.b.create_block();
-        let ubody = self.b.create_block();
-        let uexit = self.b.create_block();
-        self.b.ins().jump(uhead, &[]);
-        self.b.switch_to_block(uhead);
-        let uv = self.b.use_var(u);
-        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, uv, stream::CHUNK as i64);
-        self.b.ins().brif(more, ubody, &[], uexit, &[]);
-        self.b.switch_to_block(ubody);
+        let elems =
+            self.begin_loop(u, |g, uv| g.b.ins().icmp_imm_s(IntCC::SignedLessThan, uv, stream::CHUNK as i64));
         let uv = self.b.use_var(u);
         let ub = self.b.ins().ishl_imm_u(uv, 2);
         let j0 = self.b.ins().iadd(jc, uv);
@@ -782,11 +735,7 @@ impl Gen<'_, '_> {
         }
         let un = self.b.ins().iadd_imm_s(uv, 16);
         self.b.def_var(u, un);
-        self.b.ins().jump(uhead, &[]);
-        self.b.seal_block(ubody);
-        self.b.seal_block(uhead);
-        self.b.switch_to_block(uexit);
-        self.b.seal_block(uexit);
+        self.end_loop(elems);
         // ... then out, one streaming copy per output
         let copy = self.b.ins().iconst(types::I64, stream::copy_fn() as i64);
         let n = self.b.ins().iconst(types::I64, stream::CHUNK as i64);
@@ -796,13 +745,33 @@ impl Gen<'_, '_> {
         }
         let jn = self.b.ins().iadd_imm_s(jc, stream::CHUNK as i64);
         self.b.def_var(j, jn);
+        self.end_loop(chunks);
+        let fence = self.b.ins().iconst(types::I64, stream::fence_fn() as i64);
+        self.b.ins().call_indirect(fence_sig, fence, &[]);
+    }
+
+    /// Opens a loop: emits its head, which tests `cond` of the loop variable's current value,
+    /// and continues in its body. The body updates the variable; [`Self::end_loop`] closes it.
+    fn begin_loop(&mut self, var: Variable, cond: impl FnOnce(&mut Self, Value) -> Value) -> [Block; 3] {
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let v = self.b.use_var(var);
+        let go = cond(self, v);
+        self.b.ins().brif(go, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        [head, body, exit]
+    }
+
+    /// Closes a loop from [`Self::begin_loop`]: back to its head, then on after it.
+    fn end_loop(&mut self, [head, body, exit]: [Block; 3]) {
         self.b.ins().jump(head, &[]);
         self.b.seal_block(body);
         self.b.seal_block(head);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
-        let fence = self.b.ins().iconst(types::I64, stream::fence_fn() as i64);
-        self.b.ins().call_indirect(fence_sig, fence, &[]);
     }
 
     fn emit_stores(
