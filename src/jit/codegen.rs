@@ -1049,16 +1049,16 @@ impl Gen<'_, '_> {
             }
             Expr::GatherLoad { access, guards, .. } => {
                 debug_assert!(self.group.is_none(), "gathers are not row-blocked");
-                // every index in range (unsigned compare), and the byte offset of the clamped
-                // indices (an index out of range reads row 0, then the select gives zero)
-                let mut valid = None;
-                let mut base = self.row_expr[&e];
-                let zero32 = self.b.ins().iconst(types::I32, 0);
-                // where a row's loads all fit in `ZEROS`, an index out of range reads from it
-                // instead (no clamp, no mask: a plain load of zeros)
+                // every index in range (unsigned compare), and the byte offset of the indices.
+                // Where a row's loads all fit in `ZEROS`, a row out of range reads from it
+                // instead (a plain load of zeros); otherwise the indices are clamped (an index
+                // out of range reads row 0) and the loaded value is masked to zero.
                 let reach = (k.inner as i64).saturating_mul(access.inner.max(1)).saturating_mul(4);
                 let redirect =
                     k.split != Split::Elements && access.inner >= 0 && reach + 64 <= ZEROS.0.len() as i64;
+                let mut valid = None;
+                let mut base = self.row_expr[&e];
+                let zero32 = self.b.ins().iconst(types::I32, 0);
                 for g in guards {
                     let idx = self.eval(g.index, false, j, memo);
                     let ok = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, idx, g.rows as i64);
@@ -1074,27 +1074,16 @@ impl Gen<'_, '_> {
                 let valid = valid.expect("a guarded load has at least one guard");
                 if redirect {
                     let zeros = self.b.ins().iconst(types::I64, ZEROS.0.as_ptr() as i64);
-                    let base = self.b.ins().select(valid, base, zeros);
-                    let (addr, lty) = match jv {
-                        None => (base, clif_type(float, false)),
-                        Some(j) => (self.addr_at(base, access.inner, j), ty),
-                    };
-                    let loaded = self.b.ins().load(lty, flags(), addr, 0);
-                    return if vector && !lty.is_vector() {
-                        let v = self.b.ins().splat(ty, loaded);
-                        memo.insert((e, vector), v);
-                        v
-                    } else {
-                        memo.insert((e, vector), loaded);
-                        loaded
-                    };
+                    base = self.b.ins().select(valid, base, zeros);
                 }
                 let (addr, lty) = match jv {
                     None => (base, clif_type(float, false)),
                     Some(j) => (self.addr_at(base, access.inner, j), ty),
                 };
                 let loaded = self.b.ins().load(lty, flags(), addr, 0);
-                if lty.is_vector() {
+                if redirect {
+                    if vector && !lty.is_vector() { self.b.ins().splat(ty, loaded) } else { loaded }
+                } else if lty.is_vector() {
                     // the guards do not depend on j: an all-ones or all-zeros lane mask, built
                     // once per row (hoisted), ANDed in (a select on vectors would branch)
                     let ones = self.b.ins().iconst(types::I32, -1);
