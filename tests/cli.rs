@@ -256,3 +256,50 @@ fn bench_times_a_model_with_checkpoint_weights() {
     assert_eq!(code, 2, "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The native array exponentials and error functions (`jit::vmath`) give the inline code's
+/// bits: the char transformer's logits (attention softmax, GELU) are the same bit for bit with
+/// the path turned off (`MODELC_VMATH=inline`).
+#[test]
+fn native_array_math_changes_no_output_bit() {
+    use modelc::runtime::checkpoint::{read_tensors, write_tensors};
+    use modelc::tensor::Tensor;
+    let dir = std::env::temp_dir().join(format!("modelc-cli-vmath-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("ids.safetensors");
+    let ids =
+        Tensor::I32(ndarray::ArrayD::from_shape_fn(vec![2, 64], |i| ((i[0] * 131 + i[1] * 17) % 96) as i32));
+    write_tensors(&input, &[("ids".to_string(), &ids)]).expect("input written");
+    let mut outs = Vec::new();
+    for mode in ["native", "inline"] {
+        let out = dir.join(format!("{mode}.safetensors"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelc"));
+        cmd.args([
+            "run",
+            "models/austen_lm.model",
+            "--model",
+            "AustenLM",
+            "--input",
+            input.to_str().expect("utf-8 path"),
+            "--output",
+            out.to_str().expect("utf-8 path"),
+            "--seed",
+            "5",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .env_remove("MODELC_VMATH");
+        if mode == "inline" {
+            cmd.env("MODELC_VMATH", "inline");
+        }
+        let o = cmd.output().expect("modelc runs");
+        assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
+        let ty = modelc::ir::TensorType::f32(vec![2, 64, 96]);
+        outs.push(
+            read_tensors(&out, &[("out0".to_string(), ty)], "output").expect("output readable").remove(0),
+        );
+    }
+    let (a, b) = (outs[0].as_f32().expect("f32"), outs[1].as_f32().expect("f32"));
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "outputs differ");
+    let _ = std::fs::remove_dir_all(&dir);
+}

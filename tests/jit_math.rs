@@ -477,3 +477,46 @@ fn pow_matches_libm_and_c99_special_cases() {
         assert!(ok, "case {check}: pow({x}, {y}) = {g}, expected {want}");
     }
 }
+
+/// The native array functions of `jit::vmath` (every variant this CPU runs, and the scalar
+/// reference) give the inline code's bits for every input: a sweep over the whole f32 bit
+/// space (every 1021st pattern, both signs), the specials, and flush-to-zero mode (the mode
+/// kernels run in). NaN inputs give NaN.
+#[test]
+fn array_math_matches_inline_code_bit_for_bit() {
+    use modelc::jit::vmath;
+    let mut xs: Vec<f32> = (0..u32::MAX / 1021).map(|i| f32::from_bits(i * 1021)).collect();
+    xs.extend(specials());
+    xs.extend(linspace(-120.0, 100.0, 20_001));
+    let variants = vmath::supported();
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        !variants.is_empty() || !std::arch::is_x86_feature_detected!("avx2"),
+        "an AVX2 CPU runs the AVX2 variant"
+    );
+    for ftz in [false, true] {
+        let _mode = ftz.then(modelc::runtime::FlushSubnormals::new);
+        for (op, lane) in [(UnaryOp::Exp, vmath::exp_lane as fn(f32) -> f32), (UnaryOp::Erf, vmath::erf_lane)]
+        {
+            let inline = Kernel::unary(op).run(&[&xs]);
+            let same = |what: &str, got: &[f32]| {
+                for ((&x, &g), &w) in xs.iter().zip(got).zip(&inline) {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{op:?} {what} (ftz {ftz}) of {x:e} ({:#x}): {g:e}, inline code {w:e}",
+                        x.to_bits()
+                    );
+                }
+            };
+            same("reference", &xs.iter().map(|&x| lane(x)).collect::<Vec<_>>());
+            for &v in &variants {
+                // odd lengths: the groups, then the rest one by one
+                for len in [xs.len(), 7, 77] {
+                    let mut got = xs[..len].to_vec();
+                    vmath::apply(v, op, &mut got);
+                    same(&format!("{v:?} (n = {len})"), &got);
+                }
+            }
+        }
+    }
+}

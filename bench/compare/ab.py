@@ -18,6 +18,7 @@ WORK = {
     "cnn": ["bench/compare/cnn.model"],
     "charlm": ["bench/compare/charlm.model", "--iters", "12"],
     "moe": ["bench/compare/moe.model", "--iters", "12"],
+    "tinfer": ["models/austen_lm.model", "--model", "AustenLM", "--batch", "1"],
 }
 
 

@@ -17,6 +17,7 @@
 use super::math;
 use super::scalar_calls::{self, clif_type, emit_call};
 use super::stream;
+use super::vmath;
 use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Access, Expr, ExprId, LoopKernel, ReduceKind, Split, Store, StoreSource};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -573,13 +574,23 @@ impl Gen<'_, '_> {
                 }
             })
             .collect();
-        if vector && reds.is_empty() && self.streams(p) {
+        let streams = vector && reds.is_empty() && self.streams(p);
+        if streams {
             self.emit_stream_chunks(p, j, j1, &inv_vector);
+        }
+        // exp / erf along the row computed in native chunks (`jit::vmath`): they take every
+        // whole 16 elements, so the 16-wide loop is not needed
+        let natives = if vector && !streams { self.native_nodes(&needed) } else { Vec::new() };
+        if !natives.is_empty() && n_static.is_none_or(|n| n >= 16) {
+            self.emit_native_chunks(p, j, j1, &natives, &inv_vector, &reds, &acc_v, &scan_vars);
         }
         if vector {
             for (step, unroll) in [(16i64, 4usize), (4, 1)] {
                 // what is left for the 4-wide loop is n % 16 (n itself when n < 16)
                 if n_static.is_some_and(|n| (step == 16 && n < 16) || (step == 4 && n % 16 < 4)) {
+                    continue;
+                }
+                if step == 16 && !natives.is_empty() {
                     continue;
                 }
                 let blocks = self.begin_loop(j, |g, jv| {
@@ -748,6 +759,132 @@ impl Gen<'_, '_> {
         self.end_loop(chunks);
         let fence = self.b.ins().iconst(types::I64, stream::fence_fn() as i64);
         self.b.ins().call_indirect(fence_sig, fence, &[]);
+    }
+
+    /// The expressions of a vector pass that [`Self::emit_native_chunks`] computes with the
+    /// array functions of `jit::vmath`: `exp` and `erf` of f32 values that vary along the row,
+    /// whose arguments need no other such expression (an `exp(erf(x))` computes its inner
+    /// function natively and its outer one inline).
+    fn native_nodes(&self, needed: &[ExprId]) -> Vec<(ExprId, usize)> {
+        let k = self.k;
+        let candidate = |e: ExprId| -> Option<usize> {
+            match &k.exprs[e as usize] {
+                Expr::Unary { op, .. }
+                    if !self.invariant[e as usize] && k.types[e as usize] == DType::F32 =>
+                {
+                    vmath::array_fn(*op)
+                }
+                _ => None,
+            }
+        };
+        let mut out = Vec::new();
+        for &e in needed {
+            let Some(f) = candidate(e) else { continue };
+            let Expr::Unary { x, .. } = &k.exprs[e as usize] else { continue };
+            // no candidate below the argument
+            let mut stack = vec![*x];
+            let mut seen = HashSet::new();
+            let mut nested = false;
+            while let Some(y) = stack.pop() {
+                if !seen.insert(y) {
+                    continue;
+                }
+                if candidate(y).is_some() {
+                    nested = true;
+                    break;
+                }
+                stack.extend(operands(&k.exprs[y as usize]));
+            }
+            if !nested {
+                out.push((e, f));
+            }
+        }
+        out
+    }
+
+    /// The pass's body over chunks of the row of up to `vmath::CHUNK` elements (whole multiples
+    /// of 16) from `j`: first the arguments of the `natives` into one stack array each, then one
+    /// call per array computing the function in place, then the pass's reductions and stores
+    /// with the natives' values loaded from the arrays. Element `j + 16 i + 4 u` goes to
+    /// accumulator set `u` as in the 16-wide loop, so every reduction adds in the same order;
+    /// the array functions give the inline code's bits. What is left (less than 16) runs the
+    /// 4-wide and scalar loops.
+    // the unroll index selects both the offset and the accumulator set
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    fn emit_native_chunks(
+        &mut self,
+        p: u32,
+        j: Variable,
+        j1: Value,
+        natives: &[(ExprId, usize)],
+        inv_vector: &Memo,
+        reds: &[usize],
+        acc_v: &[[Variable; 4]],
+        scan_vars: &[Option<Variable>],
+    ) {
+        let bytes = (vmath::CHUNK * 4) as u32;
+        let arrays: Vec<Value> = natives
+            .iter()
+            .map(|_| {
+                let slot =
+                    self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 6));
+                self.b.ins().stack_addr(types::I64, slot, 0)
+            })
+            .collect();
+        let mut sig = Signature::new(self.b.func.signature.call_conv);
+        sig.params.extend([AbiParam::new(types::I64); 2]);
+        let sig = self.b.import_signature(sig);
+        let chunks = self.begin_loop(j, |g, jv| {
+            let jn = g.b.ins().iadd_imm_s(jv, 16);
+            g.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1)
+        });
+        let jc = self.b.use_var(j);
+        // len = min(j1 - j, CHUNK) rounded down to 16
+        let left = self.b.ins().isub(j1, jc);
+        let cap = self.b.ins().iconst(types::I64, vmath::CHUNK as i64);
+        let len = self.b.ins().smin(left, cap);
+        let len = self.b.ins().band_imm_s(len, !15);
+        let u = self.b.declare_var(types::I64);
+        for phase in 0..2 {
+            let zero = self.b.ins().iconst(types::I64, 0);
+            self.b.def_var(u, zero);
+            let body = self.begin_loop(u, |g, uv| g.b.ins().icmp(IntCC::SignedLessThan, uv, len));
+            let uv = self.b.use_var(u);
+            let ub = self.b.ins().ishl_imm_u(uv, 2);
+            let j0 = self.b.ins().iadd(jc, uv);
+            for s in 0..4usize {
+                let ju = self.b.ins().iadd_imm_s(j0, 4 * s as i64);
+                let mut memo = inv_vector.clone();
+                if phase == 0 {
+                    for (a, &(e, _)) in natives.iter().enumerate() {
+                        let Expr::Unary { x, .. } = &self.k.exprs[e as usize] else { unreachable!() };
+                        let val = self.eval(*x, true, Some(ju), &mut memo);
+                        let addr = self.b.ins().iadd(arrays[a], ub);
+                        self.b.ins().store(flags(), val, addr, (16 * s) as i32);
+                    }
+                } else {
+                    for (a, &(e, _)) in natives.iter().enumerate() {
+                        let addr = self.b.ins().iadd(arrays[a], ub);
+                        let val = self.b.ins().load(types::F32X4, flags(), addr, (16 * s) as i32);
+                        memo.insert((e, true), val);
+                    }
+                    self.accumulate(reds, |ri| acc_v[ri][s], ju, &mut memo);
+                    self.emit_stores(p, true, ju, &mut memo, scan_vars);
+                }
+            }
+            let un = self.b.ins().iadd_imm_s(uv, 16);
+            self.b.def_var(u, un);
+            self.end_loop(body);
+            if phase == 0 {
+                for (a, &(_, f)) in natives.iter().enumerate() {
+                    let callee = self.b.ins().iconst(types::I64, f as i64);
+                    self.b.ins().call_indirect(sig, callee, &[arrays[a], len]);
+                }
+            }
+        }
+        let jn = self.b.ins().iadd(jc, len);
+        self.b.def_var(j, jn);
+        self.end_loop(chunks);
     }
 
     /// Opens a loop: emits its head, which tests `cond` of the loop variable's current value,

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod math;
 mod scalar_calls;
 pub mod stream;
+pub mod vmath;
 
 pub use codegen::{CodegenError, ROW_BLOCK, row_blocked};
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};

@@ -10,6 +10,7 @@ mod init;
 mod pool;
 mod zeroed;
 
+pub use fpenv::FlushSubnormals;
 pub use init::init_params;
 pub use pool::ThreadPool;
 use zeroed::ZeroedBuf;
