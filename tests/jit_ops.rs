@@ -310,7 +310,8 @@ fn layout_ops_match_reference() {
 }
 
 /// A concatenation of pieces of one shape (im2col's windows) is one loop over a piece with a
-/// store per piece; pieces of different lengths keep a kernel each. A value read through
+/// store per piece, and pieces adjacent in both source and destination are one longer piece
+/// (`sched/runs.rs`); pieces of different lengths keep a kernel each. A value read through
 /// overlapping windows gets a buffer (computed once, not once per window).
 #[test]
 fn equal_concat_pieces_are_one_kernel() {
@@ -328,15 +329,22 @@ fn equal_concat_pieces_are_one_kernel() {
     let u = g.add(Op::Concat { axis: 1 }, &[short, x], None);
     g.add_output("uneven", u);
     let s = modelc::sched::schedule(&g);
-    let stores: Vec<usize> = s
-        .kernels
-        .iter()
-        .filter_map(|k| match &k.body {
-            modelc::sched::KernelBody::Loop(l) => Some(l.stores.len()),
-            _ => None,
-        })
-        .collect();
-    assert!(stores.contains(&3), "one kernel stores the three windows: {}", modelc::sched::print_kernels(&s));
+    let loops = |s: &modelc::sched::Schedule| -> Vec<(usize, usize)> {
+        s.kernels
+            .iter()
+            .filter_map(|k| match &k.body {
+                modelc::sched::KernelBody::Loop(l) => Some((l.stores.len(), l.inner)),
+                _ => None,
+            })
+            .collect()
+    };
+    // the three row windows of 5 follow each other in the source as in the output: one copy
+    // of 15 elements per output row
+    assert!(
+        loops(&s).contains(&(1, 15)),
+        "one kernel copies the three windows as one piece: {}",
+        modelc::sched::print_kernels(&s)
+    );
     // the windows overlap: tanh gets a buffer and is computed once per element, not per window
     let tanhs: usize = s
         .kernels
@@ -352,6 +360,23 @@ fn equal_concat_pieces_are_one_kernel() {
         .sum();
     assert_eq!(tanhs, 1, "tanh computed in one kernel: {}", modelc::sched::print_kernels(&s));
     check_graph(&g, &g.name.clone(), 11);
+
+    // 3 x 3 windows of 4 channels: the three windows of a kernel row are adjacent (one piece
+    // of 12), the kernel rows are not (three pieces)
+    let mut g = Graph::new("concat_windows_2d");
+    let x = input(&mut g, "x", DType::F32, &[2, 5, 5, 4]);
+    let mut windows = Vec::new();
+    for ky in 0..3usize {
+        for kx in 0..3usize {
+            let w = g.add(Op::Slice { axis: 1, start: ky, end: ky + 3, step: 1 }, &[x], None);
+            windows.push(g.add(Op::Slice { axis: 2, start: kx, end: kx + 3, step: 1 }, &[w], None));
+        }
+    }
+    let c = g.add(Op::Concat { axis: 3 }, &windows, None);
+    g.add_output("im2col", c);
+    let s = modelc::sched::schedule(&g);
+    assert_eq!(loops(&s), [(3, 12)], "{}", modelc::sched::print_kernels(&s));
+    check_graph(&g, &g.name.clone(), 12);
 }
 
 /// A pad of a pad on another axis is one load guarded on both axes (the 2-D col2im of a

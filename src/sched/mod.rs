@@ -13,6 +13,7 @@ mod kernel;
 mod merge;
 mod plan;
 mod print;
+mod runs;
 mod share;
 mod stash;
 
@@ -109,6 +110,7 @@ pub fn schedule(g: &Graph) -> Schedule {
     merge::merge_elementwise(&mut kernels, &buffers, &results);
     share::share_common_exprs(&mut kernels);
     stash::stash_numerators(&mut kernels);
+    runs::join_contiguous_pieces(&mut kernels);
     write_updates_in_place(&mut kernels, &buffers, &outputs, &mut updates);
     let plan = plan::plan_buffers(&kernels, &buffers, &outputs, &updates);
     Schedule { graph: graph.clone(), kernels, buffers, outputs, updates, plan }
