@@ -620,3 +620,30 @@ fn full_reductions_of_permuted_views_read_flat() {
     assert_eq!(reducing, 2, "one flat reduction each: {}", modelc::sched::print_kernels(&sched));
     check_graph(&g, &g.name.clone(), 13);
 }
+
+/// `exp` and `erf` along rows of every length around the native chunks (`jit::vmath`: whole
+/// multiples of 16, at most 256 per call, the rest inline): an elementwise use, a row sum of
+/// exponentials and a flat kernel (split at any element by the second thread).
+#[test]
+fn native_math_rows_of_every_length_match_reference() {
+    for (c, &n) in [15usize, 16, 17, 31, 255, 256, 257, 300, 600, 1000].iter().enumerate() {
+        let mut g = Graph::new(format!("native_math_{n}"));
+        let x = input(&mut g, "x", DType::F32, &[3, n]);
+        let c7 = g.constant(0.7, g.ty(x).clone());
+        let xs = g.binary(BinaryOp::Mul, x, c7);
+        let e = g.unary(UnaryOp::Erf, xs);
+        let ex = g.binary(BinaryOp::Mul, x, e);
+        let sq = g.binary(BinaryOp::Mul, x, x);
+        let nsq = g.unary(UnaryOp::Neg, sq);
+        let bump = g.unary(UnaryOp::Exp, nsq);
+        let y = g.binary(BinaryOp::Add, ex, bump);
+        g.add_output("y", y);
+        let ez = g.unary(UnaryOp::Exp, x);
+        let s = g.reduce(ReduceOp::Sum, ez, vec![1]);
+        g.add_output("rowsum", s);
+        let f = input(&mut g, "f", DType::F32, &[n]);
+        let ef = g.unary(UnaryOp::Erf, f);
+        g.add_output("flat", ef);
+        check_graph(&g, &g.name.clone(), c as u64);
+    }
+}

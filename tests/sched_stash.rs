@@ -89,7 +89,9 @@ fn softmax_stores_numerators_in_the_sum_pass() {
 #[test]
 fn stashed_softmax_matches_reference() {
     for (c, &(rows, n)) in
-        [(1usize, 1usize), (5, 3), (7, 17), (64, 64), (3, 63), (130, 33)].iter().enumerate()
+        [(1usize, 1usize), (5, 3), (7, 17), (64, 64), (3, 63), (130, 33), (3, 257), (2, 300), (2, 600)]
+            .iter()
+            .enumerate()
     {
         for causal in [false, true] {
             let g = softmax_graph(rows, n, causal);
