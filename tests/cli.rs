@@ -17,6 +17,20 @@ fn modelc(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A fresh temporary directory for `test` holding `in.safetensors` with `tensor` as `name`:
+/// (directory, input file).
+fn input_file(
+    test: &str,
+    name: &str,
+    tensor: &modelc::tensor::Tensor,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("modelc-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("in.safetensors");
+    modelc::runtime::checkpoint::write_tensors(&input, &[(name.to_string(), tensor)]).expect("input written");
+    (dir, input)
+}
+
 #[test]
 fn check_models_exits_zero() {
     let mut args = vec!["check"];
@@ -102,12 +116,9 @@ fn build_reports_kernels_and_compile_time() {
 fn run_jit_and_reference_agree_and_bad_inputs_are_named() {
     use modelc::runtime::checkpoint::{read_tensors, write_tensors};
     use modelc::tensor::Tensor;
-    let dir = std::env::temp_dir().join(format!("modelc-cli-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join("in.safetensors");
     let x =
         Tensor::F32(ndarray::ArrayD::from_shape_fn(vec![3, 64], |i| (i[0] * 64 + i[1]) as f32 / 100.0 - 1.0));
-    write_tensors(&input, &[("x".to_string(), &x)]).expect("input written");
+    let (dir, input) = input_file("run", "x", &x);
     let mut outs = Vec::new();
     for backend in ["jit", "reference"] {
         let out = dir.join(format!("{backend}.safetensors"));
@@ -262,14 +273,11 @@ fn bench_times_a_model_with_checkpoint_weights() {
 /// the path turned off (`MODELC_VMATH=inline`).
 #[test]
 fn native_array_math_changes_no_output_bit() {
-    use modelc::runtime::checkpoint::{read_tensors, write_tensors};
+    use modelc::runtime::checkpoint::read_tensors;
     use modelc::tensor::Tensor;
-    let dir = std::env::temp_dir().join(format!("modelc-cli-vmath-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join("ids.safetensors");
     let ids =
         Tensor::I32(ndarray::ArrayD::from_shape_fn(vec![2, 64], |i| ((i[0] * 131 + i[1] * 17) % 96) as i32));
-    write_tensors(&input, &[("ids".to_string(), &ids)]).expect("input written");
+    let (dir, input) = input_file("vmath", "ids", &ids);
     let mut outs = Vec::new();
     for mode in ["native", "inline"] {
         let out = dir.join(format!("{mode}.safetensors"));

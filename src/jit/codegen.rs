@@ -708,19 +708,9 @@ impl Gen<'_, '_> {
                 _ => None,
             })
             .collect();
-        let bytes = (stream::CHUNK * 4) as u32;
-        let arrays: Vec<Value> = stores
-            .iter()
-            .map(|_| {
-                let slot =
-                    self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 6));
-                self.b.ins().stack_addr(types::I64, slot, 0)
-            })
-            .collect();
-        let mut sig = Signature::new(self.b.func.signature.call_conv);
-        sig.params.extend([AbiParam::new(types::I64); 3]);
-        let copy_sig = self.b.import_signature(sig);
-        let fence_sig = self.b.import_signature(Signature::new(self.b.func.signature.call_conv));
+        let arrays = self.stack_arrays(stores.len(), stream::CHUNK);
+        let copy_sig = self.pointer_args_sig(3);
+        let fence_sig = self.pointer_args_sig(0);
         let chunks = self.begin_loop(j, |g, jv| {
             let jn = g.b.ins().iadd_imm_s(jv, stream::CHUNK as i64);
             g.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1)
@@ -822,18 +812,8 @@ impl Gen<'_, '_> {
         acc_v: &[[Variable; 4]],
         scan_vars: &[Option<Variable>],
     ) {
-        let bytes = (vmath::CHUNK * 4) as u32;
-        let arrays: Vec<Value> = natives
-            .iter()
-            .map(|_| {
-                let slot =
-                    self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 6));
-                self.b.ins().stack_addr(types::I64, slot, 0)
-            })
-            .collect();
-        let mut sig = Signature::new(self.b.func.signature.call_conv);
-        sig.params.extend([AbiParam::new(types::I64); 2]);
-        let sig = self.b.import_signature(sig);
+        let arrays = self.stack_arrays(natives.len(), vmath::CHUNK);
+        let sig = self.pointer_args_sig(2);
         let chunks = self.begin_loop(j, |g, jv| {
             let jn = g.b.ins().iadd_imm_s(jv, 16);
             g.b.ins().icmp(IntCC::SignedLessThanOrEqual, jn, j1)
@@ -885,6 +865,25 @@ impl Gen<'_, '_> {
         let jn = self.b.ins().iadd(jc, len);
         self.b.def_var(j, jn);
         self.end_loop(chunks);
+    }
+
+    /// `count` stack arrays of `elems` 4-byte elements, 64-byte aligned; their addresses.
+    fn stack_arrays(&mut self, count: usize, elems: usize) -> Vec<Value> {
+        let bytes = (elems * 4) as u32;
+        (0..count)
+            .map(|_| {
+                let slot =
+                    self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 6));
+                self.b.ins().stack_addr(types::I64, slot, 0)
+            })
+            .collect()
+    }
+
+    /// The signature of a Rust function of `params` 64-bit arguments that returns nothing.
+    fn pointer_args_sig(&mut self, params: usize) -> cranelift_codegen::ir::SigRef {
+        let mut sig = Signature::new(self.b.func.signature.call_conv);
+        sig.params.extend(std::iter::repeat_n(AbiParam::new(types::I64), params));
+        self.b.import_signature(sig)
     }
 
     /// Opens a loop: emits its head, which tests `cond` of the loop variable's current value,

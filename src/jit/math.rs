@@ -128,7 +128,34 @@ struct Vectors<'a, 'f> {
 
 /// `1.5 * 2^23`: adding it to a float of magnitude below `2^22` rounds to an integer held in the
 /// low mantissa bits (round to nearest even), without a float → int conversion that could trap.
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(super) const ROUND_MAGIC: f32 = 12_582_912.0;
+
+// The constants of `exp` and `erf`, shared with the native array functions of `jit::vmath`,
+// which perform the same operations lane for lane.
+
+/// `exp`: arguments above this are clamped to it (`exp(89)` already overflows).
+pub(super) const EXP_HI: f32 = 89.0;
+/// `exp`: arguments below this give 0.
+pub(super) const EXP_LO: f32 = -104.0;
+/// `exp_nonpositive`: arguments are clamped here (results below `exp(-87)` are not needed).
+pub(super) const EXP_NONPOSITIVE_LO: f32 = -87.0;
+/// `ln 2 = LN2_HI + LN2_LO` (Cephes split; `LN2_HI` has 9 bits, so `n * LN2_HI` is exact),
+/// stored negated as the reduction uses them.
+pub(super) const NEG_LN2_HI: f32 = -0.693359375;
+pub(super) const LN2_LO: f32 = 2.12194440e-4;
+/// Cephes polynomial for `(e^r - 1 - r) / r^2` on `|r| <= ln2 / 2`, highest power first.
+pub(super) const EXP_POLY: [f32; 6] =
+    [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
+/// `erf`: `|x|` above this takes the second formula.
+pub(super) const ERF_SPLIT: f32 = 0.927734375;
+/// `erf(x) = x + x p(x^2)` below the split.
+pub(super) const ERF_SMALL: [f32; 6] =
+    [-5.96761703e-4, 4.99119423e-3, -2.67681349e-2, 1.12819925e-1, -3.76125336e-1, 1.28379166e-1];
+/// `erf(x) = sign(x) (1 - exp(q(|x|)))` above it: `q` from two short polynomials, three more
+/// Horner steps and a last `- |x|`.
+pub(super) const ERF_LARGE_R: [f32; 2] = [-1.72853470e-5, 3.83197126e-4];
+pub(super) const ERF_LARGE_U: [f32; 2] = [-3.88396438e-3, 2.42546219e-2];
+pub(super) const ERF_LARGE_TAIL: [f32; 3] = [-1.06777877e-1, -6.34846687e-1, -1.28717512e-1];
 const SIGN_BIT: i32 = i32::MIN;
 
 impl Vectors<'_, '_> {
@@ -214,9 +241,9 @@ impl Vectors<'_, '_> {
         // masked score (-1e9, -inf) costs no subnormal arithmetic (a microcode assist per
         // operation on x86: half of every causal attention row). Compare-and-select keeps NaN
         // (the comparisons are false for it).
-        let above = self.cmp_c(FloatCC::GreaterThan, x, 89.0);
-        let x = self.sel_c(above, 89.0, x);
-        let below = self.cmp_c(FloatCC::LessThan, x, -104.0);
+        let above = self.cmp_c(FloatCC::GreaterThan, x, EXP_HI);
+        let x = self.sel_c(above, EXP_HI, x);
+        let below = self.cmp_c(FloatCC::LessThan, x, EXP_LO);
         // a vector of four such lanes (the masked end of a causal attention row) is 0 without
         // the polynomial: a branch per vector, same results
         let all_below = self.b.ins().vall_true(below);
@@ -247,8 +274,8 @@ impl Vectors<'_, '_> {
     /// power of two and a single exact scaling. Equal to [`Self::exp`] wherever that result is
     /// at least `exp(-87)`; positive `x` is not handled.
     fn exp_nonpositive(&mut self, x: Value) -> Value {
-        let below = self.cmp_c(FloatCC::LessThan, x, -87.0);
-        let x = self.sel_c(below, -87.0, x);
+        let below = self.cmp_c(FloatCC::LessThan, x, EXP_NONPOSITIVE_LO);
+        let x = self.sel_c(below, EXP_NONPOSITIVE_LO, x);
         let (y, ni) = self.exp_parts(x);
         let s = self.pow2(ni);
         self.b.ins().fmul(y, s)
@@ -263,22 +290,12 @@ impl Vectors<'_, '_> {
         let n = self.b.ins().fsub(k, magic);
         // ln2 = 0.693359375 - 2.12194440e-4 (Cephes split; the first part has 9 bits, so n * it
         // is exact even without FMA).
-        let c1 = self.f(-0.693359375);
-        let c2 = self.f(2.12194440e-4);
+        let c1 = self.f(NEG_LN2_HI);
+        let c2 = self.f(LN2_LO);
         let r = self.fma(n, c1, x);
         let r = self.fma(n, c2, r);
 
-        let p = self.poly(
-            r,
-            &[
-                1.9875691500e-4,
-                1.3981999507e-3,
-                8.3334519073e-3,
-                4.1665795894e-2,
-                1.6666665459e-1,
-                5.0000001201e-1,
-            ],
-        );
+        let p = self.poly(r, &EXP_POLY);
         let r2 = self.b.ins().fmul(r, r);
         let y = self.fma(p, r2, r);
         let one = self.f(1.0);
@@ -418,13 +435,10 @@ impl Vectors<'_, '_> {
         let t = self.b.ins().fabs(x);
         let s = self.b.ins().fmul(x, x);
 
-        let p = self.poly(
-            s,
-            &[-5.96761703e-4, 4.99119423e-3, -2.67681349e-2, 1.12819925e-1, -3.76125336e-1, 1.28379166e-1],
-        );
+        let p = self.poly(s, &ERF_SMALL);
         let small = self.fma(p, x, x);
         // the large-|x| formula (with its exp) only when some lane needs it
-        let is_large = self.cmp_c(FloatCC::GreaterThan, t, 0.927734375);
+        let is_large = self.cmp_c(FloatCC::GreaterThan, t, ERF_SPLIT);
         let any = self.b.ins().vany_true(is_large);
         let large_block = self.b.create_block();
         let join = self.b.create_block();
@@ -433,15 +447,13 @@ impl Vectors<'_, '_> {
         self.b.switch_to_block(large_block);
         self.b.seal_block(large_block);
 
-        let r = self.poly(t, &[-1.72853470e-5, 3.83197126e-4]);
-        let u = self.poly(t, &[-3.88396438e-3, 2.42546219e-2]);
-        let r = self.fma(r, s, u);
-        let c = self.f(-1.06777877e-1);
-        let r = self.fma(r, t, c);
-        let c = self.f(-6.34846687e-1);
-        let r = self.fma(r, t, c);
-        let c = self.f(-1.28717512e-1);
-        let r = self.fma(r, t, c);
+        let r = self.poly(t, &ERF_LARGE_R);
+        let u = self.poly(t, &ERF_LARGE_U);
+        let mut r = self.fma(r, s, u);
+        for c in ERF_LARGE_TAIL {
+            let c = self.f(c);
+            r = self.fma(r, t, c);
+        }
         let neg_t = self.b.ins().fneg(t);
         let r = self.fma(r, t, neg_t);
         // r <= 0 on the lanes this branch is taken for; below -87, 1 - e rounds to 1 anyway

@@ -20,16 +20,14 @@
 //! and for AVX2 (`#[target_feature]`), which LLVM vectorises; the variant is chosen once per
 //! process from the CPU. `MODELC_VMATH=inline` turns the path off (for comparisons).
 
-// The coefficients are quoted as in `math.rs`, digits beyond f32 included.
-#![allow(clippy::excessive_precision)]
-
+use super::math::{
+    ERF_LARGE_R, ERF_LARGE_TAIL, ERF_LARGE_U, ERF_SMALL, ERF_SPLIT, EXP_HI, EXP_LO, EXP_NONPOSITIVE_LO,
+    EXP_POLY, LN2_LO, NEG_LN2_HI, ROUND_MAGIC,
+};
 use crate::ir::UnaryOp;
 
 /// Elements per call: 1 KiB per stack array, so a chunk's arguments stay in L1.
 pub const CHUNK: usize = 256;
-
-/// `1.5 * 2^23` (as in `math.rs`).
-const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// The operations the functions are written in, implemented for one `f32` (the reference,
 /// [`exp_lane`] / [`erf_lane`]) and for groups of AVX-512 and AVX2 registers. Each is one IEEE
@@ -142,19 +140,9 @@ fn exp_parts<V: Lanes>(x: V) -> (V, V::I) {
     let magic = V::splat(ROUND_MAGIC);
     let k = x.mul_add(V::splat(std::f32::consts::LOG2_E), magic);
     let n = k.sub(magic);
-    let r = n.mul_add(V::splat(-0.693359375), x);
-    let r = n.mul_add(V::splat(2.12194440e-4), r);
-    let p = poly(
-        r,
-        &[
-            1.9875691500e-4,
-            1.3981999507e-3,
-            8.3334519073e-3,
-            4.1665795894e-2,
-            1.6666665459e-1,
-            5.0000001201e-1,
-        ],
-    );
+    let r = n.mul_add(V::splat(NEG_LN2_HI), x);
+    let r = n.mul_add(V::splat(LN2_LO), r);
+    let p = poly(r, &EXP_POLY);
     let r2 = r.mul(r);
     let y = p.mul_add(r2, r);
     let y = y.add(V::splat(1.0));
@@ -164,8 +152,8 @@ fn exp_parts<V: Lanes>(x: V) -> (V, V::I) {
 /// `math::Vectors::exp`.
 #[inline(always)]
 fn exp_v<V: Lanes>(x: V) -> V {
-    let x = V::select(x.gt(V::splat(89.0)), V::splat(89.0), x);
-    let below = x.lt(V::splat(-104.0));
+    let x = V::select(x.gt(V::splat(EXP_HI)), V::splat(EXP_HI), x);
+    let below = x.lt(V::splat(EXP_LO));
     let zero = V::splat(0.0);
     let x = V::select(below, zero, x);
     let (y, ni) = exp_parts(x);
@@ -178,7 +166,8 @@ fn exp_v<V: Lanes>(x: V) -> V {
 /// `math::Vectors::exp_nonpositive`.
 #[inline(always)]
 fn exp_nonpositive<V: Lanes>(x: V) -> V {
-    let x = V::select(x.lt(V::splat(-87.0)), V::splat(-87.0), x);
+    let lo = V::splat(EXP_NONPOSITIVE_LO);
+    let x = V::select(x.lt(lo), lo, x);
     let (y, ni) = exp_parts(x);
     y.mul(V::pow2(ni))
 }
@@ -188,18 +177,15 @@ fn exp_nonpositive<V: Lanes>(x: V) -> V {
 fn erf_v<V: Lanes>(x: V) -> V {
     let t = x.abs();
     let s = x.mul(x);
-    let p = poly(
-        s,
-        &[-5.96761703e-4, 4.99119423e-3, -2.67681349e-2, 1.12819925e-1, -3.76125336e-1, 1.28379166e-1],
-    );
+    let p = poly(s, &ERF_SMALL);
     let small = p.mul_add(x, x);
-    let is_large = t.gt(V::splat(0.927734375));
-    let r = poly(t, &[-1.72853470e-5, 3.83197126e-4]);
-    let u = poly(t, &[-3.88396438e-3, 2.42546219e-2]);
-    let r = r.mul_add(s, u);
-    let r = r.mul_add(t, V::splat(-1.06777877e-1));
-    let r = r.mul_add(t, V::splat(-6.34846687e-1));
-    let r = r.mul_add(t, V::splat(-1.28717512e-1));
+    let is_large = t.gt(V::splat(ERF_SPLIT));
+    let r = poly(t, &ERF_LARGE_R);
+    let u = poly(t, &ERF_LARGE_U);
+    let mut r = r.mul_add(s, u);
+    for c in ERF_LARGE_TAIL {
+        r = r.mul_add(t, V::splat(c));
+    }
     let r = r.mul_add(t, t.neg());
     let e = exp_nonpositive(r);
     let large = V::splat(1.0).sub(e).xor_sign_of(x);
