@@ -10,15 +10,17 @@
 //!
 //! The functions evaluate, lane by lane, exactly the operations of the inline code (the same
 //! constants, the same fused multiply-adds in the same order, the same clamps and selections), so
-//! every result is bit-for-bit the one the inline code gives (`tests/jit_vmath.rs` sweeps both
-//! over wide ranges, special values and subnormals): which path a row takes changes no number.
+//! every result is bit-for-bit the one the inline code gives (`tests/jit_math.rs` sweeps both
+//! over the f32 bit space, special values and subnormals; `tests/cli.rs` compares a model's
+//! outputs with the path on and off): which path a row takes changes no number.
 //! The inline code's early exits (a vector whose lanes all underflow skips the polynomial of
 //! `exp`; `erf` evaluates its large-argument branch only when some lane needs it) change no
 //! value either, and are not mirrored: here both branches are computed and selected per lane.
 //!
-//! The per-lane functions are written once, as scalar Rust, and compiled into loops for AVX-512
-//! and for AVX2 (`#[target_feature]`), which LLVM vectorises; the variant is chosen once per
-//! process from the CPU. `MODELC_VMATH=inline` turns the path off (for comparisons).
+//! The functions are written once, generically over the lane operations of [`Lanes`], and
+//! instantiated for one `f32` (the reference), for four AVX-512 registers and for two AVX2
+//! registers (`#[target_feature]` functions over arrays); the variant is chosen once per process
+//! from the CPU. `MODELC_VMATH=inline` turns the path off (for comparisons).
 
 use super::math::{
     ERF_LARGE_R, ERF_LARGE_TAIL, ERF_LARGE_U, ERF_SMALL, ERF_SPLIT, EXP_HI, EXP_LO, EXP_NONPOSITIVE_LO,
