@@ -17,7 +17,7 @@
 //! `exp`; `erf` evaluates its large-argument branch only when some lane needs it) change no
 //! value either, and are not mirrored: here both branches are computed and selected per lane.
 //!
-//! The functions are written once, generically over the lane operations of [`Lanes`], and
+//! The functions are written once, generically over the lane operations of the `Lanes` trait, and
 //! instantiated for one `f32` (the reference), for four AVX-512 registers and for two AVX2
 //! registers (`#[target_feature]` functions over arrays); the variant is chosen once per process
 //! from the CPU. `MODELC_VMATH=inline` turns the path off (for comparisons).
