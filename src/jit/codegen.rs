@@ -6,7 +6,10 @@
 //! four f32x4 bodies (16 elements, four accumulators per reduction), a loop of one f32x4 body,
 //! and a scalar tail; in row kernels, whose row length is known here, a loop that cannot run
 //! for that length is not emitted. Passes with strided, indirect or sequential work (scans,
-//! arg-max, top-k, scatter) run the scalar loop only.
+//! arg-max, top-k, scatter) run the scalar loop only. A vector pass that applies `exp` or `erf`
+//! along the row runs its 16-element steps in chunks instead: the functions' arguments into
+//! stack arrays, one call per array to `jit::vmath` (AVX-512 or AVX2), then the rest of the pass
+//! on the results ([`Gen::emit_native_chunks`]).
 //!
 //! Row-blocked mode: when no pass vectorises along `j` but consecutive rows are consecutive in
 //! memory (column sums: bias and layer-norm parameter gradients), the lanes are four rows
