@@ -4,12 +4,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn modelc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_modelc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("modelc runs");
+    modelc_with(args, None)
+}
+
+/// `modelc args` with `MODELC_VMATH` set to `vmath` (unset when `None`).
+fn modelc_with(args: &[&str], vmath: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelc"));
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env("NO_COLOR", "1").env_remove("MODELC_VMATH");
+    if let Some(v) = vmath {
+        cmd.env("MODELC_VMATH", v);
+    }
+    let out = cmd.output().expect("modelc runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -281,8 +286,7 @@ fn native_array_math_changes_no_output_bit() {
     let mut outs = Vec::new();
     for mode in ["native", "inline"] {
         let out = dir.join(format!("{mode}.safetensors"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelc"));
-        cmd.args([
+        let args = [
             "run",
             "models/austen_lm.model",
             "--model",
@@ -293,15 +297,9 @@ fn native_array_math_changes_no_output_bit() {
             out.to_str().expect("utf-8 path"),
             "--seed",
             "5",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env_remove("MODELC_VMATH");
-        if mode == "inline" {
-            cmd.env("MODELC_VMATH", "inline");
-        }
-        let o = cmd.output().expect("modelc runs");
-        assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
+        ];
+        let (code, _, err) = modelc_with(&args, (mode == "inline").then_some("inline"));
+        assert_eq!(code, 0, "{mode}: {err}");
         let ty = modelc::ir::TensorType::f32(vec![2, 64, 96]);
         outs.push(
             read_tensors(&out, &[("out0".to_string(), ty)], "output").expect("output readable").remove(0),

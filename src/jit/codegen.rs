@@ -61,6 +61,15 @@ struct Gen<'a, 'f> {
     group_slots: Vec<[Option<Value>; BLOCK_GROUPS]>,
 }
 
+/// An `exp` or `erf` a vector pass computes with an array function of `jit::vmath`.
+struct Native {
+    e: ExprId,
+    /// Its argument.
+    arg: ExprId,
+    /// The array function's address.
+    f: usize,
+}
+
 /// Row groups (of four rows) in a full block of the row-blocked mode.
 const BLOCK_GROUPS: usize = 4;
 
@@ -758,41 +767,31 @@ impl Gen<'_, '_> {
     /// array functions of `jit::vmath`: `exp` and `erf` of f32 values that vary along the row,
     /// whose arguments need no other such expression (an `exp(erf(x))` computes its inner
     /// function natively and its outer one inline).
-    fn native_nodes(&self, needed: &[ExprId]) -> Vec<(ExprId, usize)> {
+    fn native_nodes(&self, needed: &[ExprId]) -> Vec<Native> {
         let k = self.k;
-        let candidate = |e: ExprId| -> Option<usize> {
-            match &k.exprs[e as usize] {
-                Expr::Unary { op, .. }
-                    if !self.invariant[e as usize] && k.types[e as usize] == DType::F32 =>
-                {
-                    vmath::array_fn(*op)
+        let candidate = |e: ExprId| -> Option<Native> {
+            match k.exprs[e as usize] {
+                Expr::Unary { op, x } if !self.invariant[e as usize] && k.types[e as usize] == DType::F32 => {
+                    vmath::array_fn(op).map(|f| Native { e, arg: x, f })
                 }
                 _ => None,
             }
         };
-        let mut out = Vec::new();
-        for &e in needed {
-            let Some(f) = candidate(e) else { continue };
-            let Expr::Unary { x, .. } = &k.exprs[e as usize] else { continue };
-            // no candidate below the argument
-            let mut stack = vec![*x];
+        let nested = |n: &Native| {
+            // a candidate below the argument
+            let mut stack = vec![n.arg];
             let mut seen = HashSet::new();
-            let mut nested = false;
             while let Some(y) = stack.pop() {
-                if !seen.insert(y) {
-                    continue;
+                if seen.insert(y) {
+                    if candidate(y).is_some() {
+                        return true;
+                    }
+                    stack.extend(operands(&k.exprs[y as usize]));
                 }
-                if candidate(y).is_some() {
-                    nested = true;
-                    break;
-                }
-                stack.extend(operands(&k.exprs[y as usize]));
             }
-            if !nested {
-                out.push((e, f));
-            }
-        }
-        out
+            false
+        };
+        needed.iter().filter_map(|&e| candidate(e)).filter(|n| !nested(n)).collect()
     }
 
     /// The pass's body over chunks of the row of up to `vmath::CHUNK` elements (whole multiples
@@ -809,7 +808,7 @@ impl Gen<'_, '_> {
         p: u32,
         j: Variable,
         j1: Value,
-        natives: &[(ExprId, usize)],
+        natives: &[Native],
         inv_vector: &Memo,
         reds: &[usize],
         acc_v: &[[Variable; 4]],
@@ -839,17 +838,16 @@ impl Gen<'_, '_> {
                 let ju = self.b.ins().iadd_imm_s(j0, 4 * s as i64);
                 let mut memo = inv_vector.clone();
                 if phase == 0 {
-                    for (a, &(e, _)) in natives.iter().enumerate() {
-                        let Expr::Unary { x, .. } = &self.k.exprs[e as usize] else { unreachable!() };
-                        let val = self.eval(*x, true, Some(ju), &mut memo);
+                    for (a, n) in natives.iter().enumerate() {
+                        let val = self.eval(n.arg, true, Some(ju), &mut memo);
                         let addr = self.b.ins().iadd(arrays[a], ub);
                         self.b.ins().store(flags(), val, addr, (16 * s) as i32);
                     }
                 } else {
-                    for (a, &(e, _)) in natives.iter().enumerate() {
+                    for (a, n) in natives.iter().enumerate() {
                         let addr = self.b.ins().iadd(arrays[a], ub);
                         let val = self.b.ins().load(types::F32X4, flags(), addr, (16 * s) as i32);
-                        memo.insert((e, true), val);
+                        memo.insert((n.e, true), val);
                     }
                     self.accumulate(reds, |ri| acc_v[ri][s], ju, &mut memo);
                     self.emit_stores(p, true, ju, &mut memo, scan_vars);
@@ -859,8 +857,8 @@ impl Gen<'_, '_> {
             self.b.def_var(u, un);
             self.end_loop(body);
             if phase == 0 {
-                for (a, &(_, f)) in natives.iter().enumerate() {
-                    let callee = self.b.ins().iconst(types::I64, f as i64);
+                for (a, n) in natives.iter().enumerate() {
+                    let callee = self.b.ins().iconst(types::I64, n.f as i64);
                     self.b.ins().call_indirect(sig, callee, &[arrays[a], len]);
                 }
             }

@@ -396,61 +396,96 @@ mod x86 {
         }
     }
 
-    /// Applies `f` to `n` values at `p` in place: groups of 64 (AVX-512) or 16 (AVX2) lanes,
-    /// then the rest one by one with the reference (the same bits).
-    macro_rules! array_fn {
-        ($name:ident, $features:literal, $ty:ident, $regs:expr, $width:expr, $load:ident, $store:ident,
-         $f:ident, $lane:path) => {
-            /// # Safety
-            /// `p` points to `n` valid f32 values; the CPU has the enabled features.
-            #[target_feature(enable = $features)]
-            pub unsafe extern "C" fn $name(p: *mut f32, n: i64) {
-                let n = n.max(0) as usize;
-                let group = $regs * $width;
-                let mut i = 0;
-                // SAFETY: every access is below `n` (the caller's contract).
-                unsafe {
-                    while i + group <= n {
-                        let x = $ty(each!($regs, |r| $load(p.add(i + r * $width))));
-                        let y = super::$f(x);
-                        for r in 0..$regs {
-                            $store(p.add(i + r * $width), y.0[r]);
-                        }
-                        i += group;
-                    }
-                    while i < n {
-                        *p.add(i) = $lane(*p.add(i));
-                        i += 1;
-                    }
-                }
-            }
-        };
+    /// A group of registers the array functions load and store whole.
+    trait Group: Lanes {
+        /// Lanes in the group.
+        const LANES: usize;
+        /// # Safety
+        /// `p` points to `LANES` valid values; the CPU has the group's features.
+        unsafe fn load(p: *const f32) -> Self;
+        /// # Safety
+        /// As for `load`.
+        unsafe fn store(self, p: *mut f32);
     }
 
-    array_fn!(
-        exp_avx512,
-        "avx512f,avx2,fma",
-        Zmm,
-        Z,
-        16,
-        _mm512_loadu_ps,
-        _mm512_storeu_ps,
-        exp_v,
-        super::exp_lane
-    );
-    array_fn!(
-        erf_avx512,
-        "avx512f,avx2,fma",
-        Zmm,
-        Z,
-        16,
-        _mm512_loadu_ps,
-        _mm512_storeu_ps,
-        erf_v,
-        super::erf_lane
-    );
-    array_fn!(exp_avx2, "avx2,fma", Ymm, Y, 8, _mm256_loadu_ps, _mm256_storeu_ps, exp_v, super::exp_lane);
-    array_fn!(erf_avx2, "avx2,fma", Ymm, Y, 8, _mm256_loadu_ps, _mm256_storeu_ps, erf_v, super::erf_lane);
+    impl Group for Zmm {
+        const LANES: usize = 16 * Z;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Zmm(each!(Z, |r| unsafe { _mm512_loadu_ps(p.add(16 * r)) }))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            for r in 0..Z {
+                unsafe { _mm512_storeu_ps(p.add(16 * r), self.0[r]) };
+            }
+        }
+    }
+
+    impl Group for Ymm {
+        const LANES: usize = 8 * Y;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Ymm(each!(Y, |r| unsafe { _mm256_loadu_ps(p.add(8 * r)) }))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            for r in 0..Y {
+                unsafe { _mm256_storeu_ps(p.add(8 * r), self.0[r]) };
+            }
+        }
+    }
+
+    /// Applies `wide` to the `n` values at `p` in place a group at a time, then `one` (the
+    /// same function on one `f32`, the same bits) to the rest. Inlined into the
+    /// `#[target_feature]` functions below, which supply the features.
+    ///
+    /// # Safety
+    /// `p` points to `n` valid values; the CPU has `G`'s features.
+    #[inline(always)]
+    unsafe fn in_place<G: Group>(p: *mut f32, n: i64, wide: fn(G) -> G, one: fn(f32) -> f32) {
+        let n = n.max(0) as usize;
+        let mut i = 0;
+        // SAFETY: every access is below `n` (the caller's contract).
+        unsafe {
+            while i + G::LANES <= n {
+                wide(G::load(p.add(i))).store(p.add(i));
+                i += G::LANES;
+            }
+            while i < n {
+                *p.add(i) = one(*p.add(i));
+                i += 1;
+            }
+        }
+    }
+
+    /// # Safety
+    /// `p` points to `n` valid values; the CPU has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe extern "C" fn exp_avx512(p: *mut f32, n: i64) {
+        unsafe { in_place::<Zmm>(p, n, super::exp_v, super::exp_v) }
+    }
+
+    /// # Safety
+    /// As for [`exp_avx512`].
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe extern "C" fn erf_avx512(p: *mut f32, n: i64) {
+        unsafe { in_place::<Zmm>(p, n, super::erf_v, super::erf_v) }
+    }
+
+    /// # Safety
+    /// `p` points to `n` valid values; the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe extern "C" fn exp_avx2(p: *mut f32, n: i64) {
+        unsafe { in_place::<Ymm>(p, n, super::exp_v, super::exp_v) }
+    }
+
+    /// # Safety
+    /// As for [`exp_avx2`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe extern "C" fn erf_avx2(p: *mut f32, n: i64) {
+        unsafe { in_place::<Ymm>(p, n, super::erf_v, super::erf_v) }
+    }
 }
 
 /// An array function's ABI: `(values, n)`, applied in place.

@@ -15,7 +15,7 @@
 //! greatest common divisor of the run lengths), so the kernel keeps one loop length. Every
 //! element is copied once, as before.
 
-use super::{Access, Expr, Kernel, LoopKernel, Split, StoreSource};
+use super::{Access, Expr, Kernel, LoopKernel, Split, Store, StoreSource};
 
 /// Applies the rewrite to every loop kernel.
 pub(super) fn join_contiguous_pieces(kernels: &mut [Kernel]) {
@@ -85,7 +85,7 @@ fn join(l: &mut LoopKernel) {
     for &h in &heads {
         let (si, buf, access) = &pieces[h];
         let s = &l.stores[*si];
-        stores.push(super::Store {
+        stores.push(Store {
             buf: s.buf,
             dtype: s.dtype,
             access: s.access.clone(),
