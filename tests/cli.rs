@@ -273,6 +273,47 @@ fn bench_times_a_model_with_checkpoint_weights() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Native Adam updates (`jit::adam`, off with `MODELC_VMATH=inline` like the array functions)
+/// change no bit of a training run: every tensor of the final checkpoint (parameters and both
+/// moments) is the same with the path on and off, for plain Adam (the digits MLP), AdamW with
+/// clipping (the char transformer, 3 steps), L2 decay with clipping and a scaled learning rate,
+/// and AdamW with exempt biases.
+#[test]
+fn native_adam_updates_change_no_checkpoint_bit() {
+    let dir = std::env::temp_dir().join(format!("modelc-cli-adam-{}", std::process::id()));
+    let fixture = "tests/fixtures/train/adam_variants.model";
+    for (file, run, steps) in [
+        ("models/digits_mlp.model", "digits_mlp", "40"),
+        ("models/austen_lm.model", "char_lm", "3"),
+        (fixture, "adam_l2", "10"),
+        (fixture, "adamw_groups", "10"),
+    ] {
+        let mut checkpoints = Vec::new();
+        for mode in ["native", "inline"] {
+            let out = dir.join(format!("{run}-{mode}"));
+            let out_s = out.to_str().expect("utf-8 path");
+            let args =
+                ["train", file, "--run", run, "--steps", steps, "--threads", "2", "-q", "--out", out_s];
+            let (code, _, err) = modelc_with(&args, (mode == "inline").then_some("inline"));
+            assert_eq!(code, 0, "{run} {mode}: {err}");
+            let (path, _) = modelc::train::checkpoint::latest(&out.join("checkpoints"))
+                .expect("checkpoint dir")
+                .expect("a final checkpoint");
+            checkpoints.push(std::fs::read(path).expect("checkpoint readable"));
+        }
+        let a = safetensors::SafeTensors::deserialize(&checkpoints[0]).expect("safetensors");
+        let b = safetensors::SafeTensors::deserialize(&checkpoints[1]).expect("safetensors");
+        let names = a.names();
+        assert!(names.iter().any(|n| n.ends_with("@adam.v")), "{run}: {names:?}");
+        assert_eq!(names.len(), b.names().len(), "{run}");
+        for name in names {
+            let (x, y) = (a.tensor(name).expect("tensor"), b.tensor(name).expect("tensor"));
+            assert!(x.data() == y.data(), "{run}: `{name}` differs with the native updates");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The native array exponentials and error functions (`jit::vmath`) give the inline code's
 /// bits: the char transformer's logits (attention softmax, GELU) are the same bit for bit with
 /// the path turned off (`MODELC_VMATH=inline`).

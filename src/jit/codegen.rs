@@ -17,6 +17,7 @@
 //! scalar `j` loop, and the rows left over (range ends, wraps of the last outer dimension) take
 //! the scalar path. Each row sees the same operations in the same order either way.
 
+use super::adam;
 use super::math;
 use super::scalar_calls::{self, clif_type, emit_call};
 use super::stream;
@@ -97,7 +98,13 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
         group: None,
         group_slots: vec![[None; BLOCK_GROUPS]; k.reductions.len()],
     };
+    let native_update = if k.split == Split::Elements { vmath::active() } else { None }
+        .and_then(|variant| adam::plan(k, &g.invariant).map(|plan| (plan, adam::function(variant))));
     match k.split {
+        Split::Elements if native_update.is_some() => {
+            let (plan, f) = native_update.expect("checked");
+            g.emit_native_update(plan, f, start, end);
+        }
         Split::Elements => {
             let row = g.b.ins().iconst(types::I64, 0);
             g.emit_row(row, start, end);
@@ -231,7 +238,7 @@ struct Zeros([u8; 1 << 16]);
 static ZEROS: Zeros = Zeros([0; 1 << 16]);
 
 /// Which expressions do not depend on `j` (evaluated once per row and pass).
-fn invariance(k: &LoopKernel) -> Vec<bool> {
+pub(super) fn invariance(k: &LoopKernel) -> Vec<bool> {
     let mut inv = vec![false; k.exprs.len()];
     for (i, e) in k.exprs.iter().enumerate() {
         inv[i] = match e {
@@ -866,6 +873,30 @@ impl Gen<'_, '_> {
         let jn = self.b.ins().iadd(jc, len);
         self.b.def_var(j, jn);
         self.end_loop(chunks);
+    }
+
+    /// The whole kernel as one call of a native Adam update ([`adam`]): the row base address of
+    /// every array and the value of every scalar the plan names go into an argument array on the
+    /// stack, then `f(plan, args, start, end)` runs the element range.
+    fn emit_native_update(&mut self, plan: adam::Plan, f: adam::UpdateFn, start: Value, end: Value) {
+        let row = self.b.ins().iconst(types::I64, 0);
+        self.row_bases(row);
+        let args = self.stack_arrays(1, 2 * plan.slots.len())[0];
+        let mut memo: Memo = HashMap::new();
+        for (i, slot) in plan.slots.iter().enumerate() {
+            let v = match *slot {
+                adam::Slot::Load(e) => self.row_expr[&e],
+                adam::Slot::Store(s) => self.row_store[s],
+                adam::Slot::Scalar(e) => self.eval(e, false, None, &mut memo),
+            };
+            self.b.ins().store(flags(), v, args, (8 * i) as i32);
+        }
+        // the plan lives as long as the code that refers to it (generated code is never freed)
+        let plan: &'static adam::Plan = Box::leak(Box::new(plan));
+        let sig = self.pointer_args_sig(4);
+        let plan = self.b.ins().iconst(types::I64, plan as *const adam::Plan as i64);
+        let callee = self.b.ins().iconst(types::I64, f as usize as i64);
+        self.b.ins().call_indirect(sig, callee, &[plan, args, start, end]);
     }
 
     /// `count` stack arrays of `elems` 4-byte elements, 64-byte aligned; their addresses.

@@ -5,6 +5,7 @@
 //! structurally identical kernels — the same ops, shapes and strides, e.g. in every block of a
 //! stack — are compiled once per process. Generated code lives as long as the process.
 
+pub mod adam;
 mod codegen;
 pub mod gemm;
 pub mod math;

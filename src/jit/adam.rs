@@ -1,0 +1,613 @@
+//! Adam updates in native code as wide as the CPU has.
+//!
+//! An Adam step computes a square root and a division per parameter. Cranelift's x86 back end
+//! emits 128-bit vectors at most, so the fused update kernel of a weight runs four of each per
+//! instruction, and the divider, not memory, bounds it (the 256 × 256 update of the digits MLP:
+//! 41–47 µs as 128-bit code; the same loop on AVX-512 registers takes 10–12 µs, with its arrays
+//! evicted from L2 between runs). Where a flat kernel is exactly the update the training graph
+//! builds (`train::graph`) — per parameter: new moments from the gradient, the bias-corrected
+//! step, the new parameter, each stored under the finiteness guard — the code generator fills an
+//! argument array (the row base address of every array, the value of every scalar) and calls
+//! the function here for its element range instead of emitting the loop
+//! (`codegen::Gen::emit_native_update`).
+//!
+//! [`plan`] recognises the update in a kernel's expressions: the moments `m b1 + d (1 - b1)` and
+//! `v b2 + d d (1 - b2)`, the parameter `p - lr (m' c1 / (sqrt(v' c2) + eps) [+ p wd])`, where
+//! `d` is a sum of gradient arrays, optionally times a clip factor and plus `p l2`, and every
+//! scalar operand is any expression that does not vary along the row. Operands of additions and
+//! multiplications match in either order (IEEE addition and multiplication are commutative); the
+//! function performs the matched operations in the same order, each one IEEE operation, so its
+//! results are bit-for-bit those of the loop it replaces (under the thread's flush-to-zero mode,
+//! which both obey). Kernels that differ in any way (other stores, other operations) keep the
+//! generated loop. `MODELC_VMATH=inline` turns this path off with the array functions.
+
+use crate::ir::{BinaryOp, DType, UnaryOp};
+use crate::sched::{Expr, ExprId, LoopKernel, Split, StoreSource};
+
+use super::vmath::Variant;
+
+/// Most gradient arrays one update sums (a parameter read in that many places).
+pub const MAX_GRADS: usize = 8;
+
+/// What the code generator writes into argument slot `i` (8 bytes each) before the call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Slot {
+    /// The row base address of a load (element `j` is at `+ 4 j`).
+    Load(ExprId),
+    /// The row base address of store `i` of the kernel.
+    Store(usize),
+    /// The value of a row-invariant expression: an f32, or a bool as i32, in the low 4 bytes.
+    Scalar(ExprId),
+}
+
+/// One parameter's update: argument slots of its arrays and scalars.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    /// `(old, new)` addresses of the first moment, second moment and parameter (the same
+    /// array when updated in place).
+    pub m: (usize, usize),
+    pub v: (usize, usize),
+    pub p: (usize, usize),
+    /// Gradient arrays, summed in this order.
+    pub grads: Vec<usize>,
+    /// The gradient's factor (clipping).
+    pub clip: Option<usize>,
+    /// `d + p * l2` (L2 weight decay folded into the gradient).
+    pub l2: Option<usize>,
+    pub beta1: usize,
+    pub one_minus_beta1: usize,
+    pub beta2: usize,
+    pub one_minus_beta2: usize,
+    /// Bias corrections `1 / (1 - beta^t)`.
+    pub c1: usize,
+    pub c2: usize,
+    pub eps: usize,
+    pub lr: usize,
+    /// `step + p * wd` (decoupled weight decay).
+    pub decay: Option<usize>,
+}
+
+/// A kernel recognised as Adam updates: what to put in the argument array and what to compute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub slots: Vec<Slot>,
+    pub groups: Vec<Group>,
+    /// The guard (a bool slot): when false, every store writes the old value.
+    pub guard: Option<usize>,
+}
+
+/// Whether `k` is computed by a native update (when the path is active on this CPU): the plan
+/// if `k` is Adam updates.
+pub fn recognise(k: &LoopKernel) -> Option<Plan> {
+    plan(k, &super::codegen::invariance(k))
+}
+
+/// Recognises `k` as Adam updates (see the module docs); `invariant` says which expressions do
+/// not vary along the row.
+pub fn plan(k: &LoopKernel, invariant: &[bool]) -> Option<Plan> {
+    if k.split != Split::Elements || k.passes != 1 || !k.reductions.is_empty() || k.stores.is_empty() {
+        return None;
+    }
+    let mut m = Matcher { k, invariant, slots: Vec::new() };
+    // each store: (guard, new value, old value)
+    let mut parts = Vec::new();
+    for s in &k.stores {
+        let StoreSource::Elem(e) = s.source else { return None };
+        if s.dtype != DType::F32 || s.access.inner != 1 {
+            return None;
+        }
+        parts.push(match k.exprs[e as usize] {
+            Expr::Select { cond, a, b }
+                if invariant[cond as usize] && k.types[cond as usize] == DType::Bool =>
+            {
+                (Some(cond), a, Some(m.load(b)?))
+            }
+            _ => (None, e, None),
+        });
+    }
+    let guard = parts[0].0;
+    if parts.iter().any(|p| p.0 != guard) {
+        return None;
+    }
+    let mut used = vec![false; parts.len()];
+    // (a bound keeps the native loop's gradient pointers on its stack)
+    let mut groups = Vec::new();
+    for i in 0..parts.len() {
+        let Some(u) = m.update(parts[i].1) else { continue };
+        if u.grads.len() > MAX_GRADS {
+            return None;
+        }
+        let find = |e: ExprId| parts.iter().position(|p| p.1 == e);
+        let (mi, vi) = (find(u.new_m)?, find(u.new_v)?);
+        // the guard keeps the old values the update reads
+        if guard.is_some()
+            && (parts[i].2 != Some(u.p) || parts[mi].2 != Some(u.m) || parts[vi].2 != Some(u.v))
+        {
+            return None;
+        }
+        for s in [i, mi, vi] {
+            if std::mem::replace(&mut used[s], true) {
+                return None;
+            }
+        }
+        let mut pair = |old: ExprId, store: usize| (m.slot(Slot::Load(old)), m.slot(Slot::Store(store)));
+        let (m_slots, v_slots, p_slots) = (pair(u.m, mi), pair(u.v, vi), pair(u.p, i));
+        let grads = u.grads.iter().map(|&g| m.slot(Slot::Load(g))).collect();
+        let mut scalar = |e: ExprId| m.slot(Slot::Scalar(e));
+        groups.push(Group {
+            m: m_slots,
+            v: v_slots,
+            p: p_slots,
+            grads,
+            clip: u.clip.map(&mut scalar),
+            l2: u.l2.map(&mut scalar),
+            beta1: scalar(u.beta1),
+            one_minus_beta1: scalar(u.one_minus_beta1),
+            beta2: scalar(u.beta2),
+            one_minus_beta2: scalar(u.one_minus_beta2),
+            c1: scalar(u.c1),
+            c2: scalar(u.c2),
+            eps: scalar(u.eps),
+            lr: scalar(u.lr),
+            decay: u.decay.map(&mut scalar),
+        });
+    }
+    if used.iter().any(|u| !u) {
+        return None;
+    }
+    let guard = guard.map(|g| m.slot(Slot::Scalar(g)));
+    Some(Plan { slots: m.slots, groups, guard })
+}
+
+/// A matched update, in expression ids.
+struct Update {
+    p: ExprId,
+    m: ExprId,
+    v: ExprId,
+    new_m: ExprId,
+    new_v: ExprId,
+    grads: Vec<ExprId>,
+    clip: Option<ExprId>,
+    l2: Option<ExprId>,
+    beta1: ExprId,
+    one_minus_beta1: ExprId,
+    beta2: ExprId,
+    one_minus_beta2: ExprId,
+    c1: ExprId,
+    c2: ExprId,
+    eps: ExprId,
+    lr: ExprId,
+    decay: Option<ExprId>,
+}
+
+struct Matcher<'a> {
+    k: &'a LoopKernel,
+    invariant: &'a [bool],
+    slots: Vec<Slot>,
+}
+
+impl Matcher<'_> {
+    fn slot(&mut self, s: Slot) -> usize {
+        self.slots.iter().position(|t| *t == s).unwrap_or_else(|| {
+            self.slots.push(s);
+            self.slots.len() - 1
+        })
+    }
+
+    /// `e` if it is an f32 load along the row (contiguous).
+    fn load(&self, e: ExprId) -> Option<ExprId> {
+        match &self.k.exprs[e as usize] {
+            Expr::Load { dtype: DType::F32, access, .. } if access.inner == 1 => Some(e),
+            _ => None,
+        }
+    }
+
+    /// `e` if it is an f32 row-invariant value.
+    fn scalar(&self, e: ExprId) -> Option<ExprId> {
+        (self.invariant[e as usize] && self.k.types[e as usize] == DType::F32).then_some(e)
+    }
+
+    /// The operands of `e` if it is the binary `op`.
+    fn binary(&self, e: ExprId, op: BinaryOp) -> Option<(ExprId, ExprId)> {
+        match self.k.exprs[e as usize] {
+            Expr::Binary { op: o, a, b } if o == op && self.k.types[e as usize] == DType::F32 => Some((a, b)),
+            _ => None,
+        }
+    }
+
+    /// `x * s` (either order) with `s` row-invariant: `(x, s)`.
+    fn scaled(&self, e: ExprId) -> Option<(ExprId, ExprId)> {
+        let (a, b) = self.binary(e, BinaryOp::Mul)?;
+        match (self.invariant[a as usize], self.invariant[b as usize]) {
+            (false, true) => Some((a, self.scalar(b)?)),
+            (true, false) => Some((b, self.scalar(a)?)),
+            _ => None,
+        }
+    }
+
+    /// `new_p = p - lr * step` (the parameter's new value), and everything it reads.
+    fn update(&self, new_p: ExprId) -> Option<Update> {
+        let (p, delta) = self.binary(new_p, BinaryOp::Sub)?;
+        let p = self.load(p)?;
+        let (step, lr) = self.scaled(delta)?;
+        // decoupled decay: `core + p * wd`
+        let (core, decay) = match self.binary(step, BinaryOp::Add) {
+            Some((a, b)) => {
+                let decay_of = |x: ExprId| self.scaled(x).filter(|&(q, _)| q == p).map(|(_, s)| s);
+                if let Some(wd) = decay_of(b) { (a, Some(wd)) } else { (b, Some(decay_of(a)?)) }
+            }
+            None => (step, None),
+        };
+        let (num, den) = self.binary(core, BinaryOp::Div)?;
+        let (new_m, c1) = self.scaled(num)?;
+        let (a, b) = self.binary(den, BinaryOp::Add)?;
+        let (root, eps) =
+            if self.invariant[b as usize] { (a, self.scalar(b)?) } else { (b, self.scalar(a)?) };
+        let Expr::Unary { op: UnaryOp::Sqrt, x: vhat } = self.k.exprs[root as usize] else { return None };
+        let (new_v, c2) = self.scaled(vhat)?;
+        // new_v = v * b2 + (d * d) * (1 - b2)
+        let (x, y) = self.binary(new_v, BinaryOp::Add)?;
+        let square = |t: ExprId| {
+            let (dd, s) = self.scaled(t)?;
+            let (d1, d2) = self.binary(dd, BinaryOp::Mul)?;
+            (d1 == d2).then_some((d1, s))
+        };
+        let ((d, one_minus_beta2), decayed_v) = match square(y) {
+            Some(sq) => (sq, x),
+            None => (square(x)?, y),
+        };
+        let (v, beta2) = self.scaled(decayed_v)?;
+        let v = self.load(v)?;
+        // new_m = m * b1 + d * (1 - b1)
+        let (x, y) = self.binary(new_m, BinaryOp::Add)?;
+        let ((x0, sx), (y0, sy)) = (self.scaled(x)?, self.scaled(y)?);
+        let ((m, beta1), one_minus_beta1) = if y0 == d {
+            ((x0, sx), sy)
+        } else if x0 == d {
+            ((y0, sy), sx)
+        } else {
+            return None;
+        };
+        let m = self.load(m)?;
+        let (grads, clip, l2) = self.gradient(d, p)?;
+        if [m, v, p].iter().any(|x| grads.contains(x)) || m == v || m == p || v == p {
+            return None;
+        }
+        Some(Update {
+            p,
+            m,
+            v,
+            new_m,
+            new_v,
+            grads,
+            clip,
+            l2,
+            beta1,
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+            c1,
+            c2,
+            eps,
+            lr,
+            decay,
+        })
+    }
+
+    /// `d = (g0 + g1 + ...) [* clip] [+ p * l2]`: the gradient arrays, clip and l2 factors.
+    #[allow(clippy::type_complexity)]
+    fn gradient(&self, d: ExprId, p: ExprId) -> Option<(Vec<ExprId>, Option<ExprId>, Option<ExprId>)> {
+        let l2_of = |x: ExprId| self.scaled(x).filter(|&(q, _)| q == p).map(|(_, s)| s);
+        let (d, l2) = match self.binary(d, BinaryOp::Add) {
+            Some((a, b)) if l2_of(b).is_some() => (a, l2_of(b)),
+            Some((a, b)) if l2_of(a).is_some() => (b, l2_of(a)),
+            _ => (d, None),
+        };
+        let (sum, clip) = match self.scaled(d) {
+            Some((x, s)) => (x, Some(s)),
+            None => (d, None),
+        };
+        let mut grads = Vec::new();
+        self.sum_of_loads(sum, &mut grads)?;
+        Some((grads, clip, l2))
+    }
+
+    /// Appends the loads `e` sums (`g`, or `G + g` with `G` such a sum), innermost first.
+    fn sum_of_loads(&self, e: ExprId, out: &mut Vec<ExprId>) -> Option<()> {
+        if let Some(g) = self.load(e) {
+            out.push(g);
+            return Some(());
+        }
+        let (a, b) = self.binary(e, BinaryOp::Add)?;
+        let (rest, last) = match (self.load(a), self.load(b)) {
+            (_, Some(g)) => (a, g),
+            (Some(g), None) => (b, g),
+            (None, None) => return None,
+        };
+        self.sum_of_loads(rest, out)?;
+        out.push(last);
+        Some(())
+    }
+}
+
+/// The lane operations of the update: one `f32` (the tail) or one vector register. Each is one
+/// IEEE operation per lane.
+trait Lanes: Copy {
+    const WIDTH: usize;
+    /// # Safety
+    /// `p` points to `WIDTH` readable f32.
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` points to `WIDTH` writable f32.
+    unsafe fn store(self, p: *mut f32);
+    fn splat(x: f32) -> Self;
+    fn add(self, b: Self) -> Self;
+    fn sub(self, b: Self) -> Self;
+    fn mul(self, b: Self) -> Self;
+    fn div(self, b: Self) -> Self;
+    fn sqrt(self) -> Self;
+}
+
+impl Lanes for f32 {
+    const WIDTH: usize = 1;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller's contract.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *p = self }
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    fn add(self, b: f32) -> f32 {
+        self + b
+    }
+    #[inline(always)]
+    fn sub(self, b: f32) -> f32 {
+        self - b
+    }
+    #[inline(always)]
+    fn mul(self, b: f32) -> f32 {
+        self * b
+    }
+    #[inline(always)]
+    fn div(self, b: f32) -> f32 {
+        self / b
+    }
+    #[inline(always)]
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
+    }
+}
+
+/// The argument array read as a group's pointers and scalars.
+struct Args {
+    vals: *const u64,
+}
+
+impl Args {
+    fn ptr(&self, i: usize) -> *mut f32 {
+        // SAFETY: the code generator wrote every slot of the plan before the call.
+        unsafe { *self.vals.add(i) as *mut f32 }
+    }
+    fn f32(&self, i: usize) -> f32 {
+        // SAFETY: as above; scalars are in the low 4 bytes (little endian).
+        unsafe { f32::from_bits(*self.vals.add(i) as u32) }
+    }
+    fn flag(&self, i: usize) -> bool {
+        // SAFETY: as above.
+        unsafe { *self.vals.add(i) as u32 != 0 }
+    }
+}
+
+/// Elements `*j..` in steps of `L::WIDTH` while a whole step fits below `j1`.
+///
+/// # Safety
+/// The group's arrays hold elements `*j..j1`.
+#[inline(always)]
+unsafe fn run_group<L: Lanes>(g: &Group, a: &Args, j: &mut usize, j1: usize) {
+    let (m0, m1, v0, v1, p0, p1) =
+        (a.ptr(g.m.0), a.ptr(g.m.1), a.ptr(g.v.0), a.ptr(g.v.1), a.ptr(g.p.0), a.ptr(g.p.1));
+    let mut grads = [std::ptr::null::<f32>(); MAX_GRADS];
+    for (p, &s) in grads.iter_mut().zip(&g.grads) {
+        *p = a.ptr(s);
+    }
+    let grads = &grads[..g.grads.len()];
+    let s = |i: usize| L::splat(a.f32(i));
+    let clip = g.clip.map(s);
+    let l2 = g.l2.map(s);
+    let decay = g.decay.map(s);
+    let (b1, ob1, b2, ob2) = (s(g.beta1), s(g.one_minus_beta1), s(g.beta2), s(g.one_minus_beta2));
+    let (c1, c2, eps, lr) = (s(g.c1), s(g.c2), s(g.eps), s(g.lr));
+    while *j + L::WIDTH <= j1 {
+        let i = *j;
+        // SAFETY: elements i..i + WIDTH are below j1 (the caller's contract).
+        unsafe {
+            let mut d = L::load(grads[0].add(i));
+            for g in &grads[1..] {
+                d = d.add(L::load(g.add(i)));
+            }
+            let p = L::load(p0.add(i));
+            if let Some(c) = clip {
+                d = d.mul(c);
+            }
+            if let Some(w) = l2 {
+                d = d.add(p.mul(w));
+            }
+            let m = L::load(m0.add(i)).mul(b1).add(d.mul(ob1));
+            let v = L::load(v0.add(i)).mul(b2).add(d.mul(d).mul(ob2));
+            let mut step = m.mul(c1).div(v.mul(c2).sqrt().add(eps));
+            if let Some(w) = decay {
+                step = step.add(p.mul(w));
+            }
+            let p = p.sub(lr.mul(step));
+            m.store(m1.add(i));
+            v.store(v1.add(i));
+            p.store(p1.add(i));
+        }
+        *j += L::WIDTH;
+    }
+}
+
+/// Elements `j0..j1` of every group with `L`, the tail one by one.
+///
+/// # Safety
+/// As for [`update_avx512`].
+#[inline(always)]
+unsafe fn run<L: Lanes>(plan: &Plan, vals: *const u64, j0: i64, j1: i64) {
+    let a = Args { vals };
+    let (j0, j1) = (j0.max(0) as usize, j1.max(0) as usize);
+    if plan.guard.is_some_and(|g| !a.flag(g)) {
+        // every store writes the old value
+        for g in &plan.groups {
+            for (old, new) in [g.m, g.v, g.p] {
+                let (old, new) = (a.ptr(old), a.ptr(new));
+                if old != new && j1 > j0 {
+                    // SAFETY: both arrays hold j0..j1; `copy` allows overlap.
+                    unsafe { std::ptr::copy(old.add(j0), new.add(j0), j1 - j0) };
+                }
+            }
+        }
+        return;
+    }
+    for g in &plan.groups {
+        let mut j = j0;
+        // SAFETY: the caller's contract.
+        unsafe {
+            run_group::<L>(g, &a, &mut j, j1);
+            run_group::<f32>(g, &a, &mut j, j1);
+        }
+    }
+}
+
+/// A native update's ABI: `(plan, argument slots, j0, j1)`.
+pub type UpdateFn = unsafe extern "C" fn(*const Plan, *const u64, i64, i64);
+
+/// The f32 reference (one element at a time).
+///
+/// # Safety
+/// As for [`update_avx512`].
+pub unsafe extern "C" fn update_scalar(plan: *const Plan, vals: *const u64, j0: i64, j1: i64) {
+    // SAFETY: the caller's contract.
+    unsafe { run::<f32>(&*plan, vals, j0, j1) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Lanes, Plan, run};
+    use std::arch::x86_64::*;
+
+    // SAFETY (all intrinsics below): only inlined into the `#[target_feature]` functions, which
+    // run only where the CPU has the features.
+    impl Lanes for __m512 {
+        const WIDTH: usize = 16;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            unsafe { _mm512_add_ps(self, b) }
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            unsafe { _mm512_sub_ps(self, b) }
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            unsafe { _mm512_mul_ps(self, b) }
+        }
+        #[inline(always)]
+        fn div(self, b: Self) -> Self {
+            unsafe { _mm512_div_ps(self, b) }
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            unsafe { _mm512_sqrt_ps(self) }
+        }
+    }
+
+    impl Lanes for __m256 {
+        const WIDTH: usize = 8;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            unsafe { _mm256_add_ps(self, b) }
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            unsafe { _mm256_sub_ps(self, b) }
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            unsafe { _mm256_mul_ps(self, b) }
+        }
+        #[inline(always)]
+        fn div(self, b: Self) -> Self {
+            unsafe { _mm256_div_ps(self, b) }
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            unsafe { _mm256_sqrt_ps(self) }
+        }
+    }
+
+    /// # Safety
+    /// `plan` is the plan the arguments were written for; every slot of `vals` is written; the
+    /// arrays hold elements `j0..j1`; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe extern "C" fn update_avx512(plan: *const Plan, vals: *const u64, j0: i64, j1: i64) {
+        unsafe { run::<__m512>(&*plan, vals, j0, j1) }
+    }
+
+    /// # Safety
+    /// As for [`update_avx512`], with AVX instead of AVX-512F.
+    #[target_feature(enable = "avx")]
+    pub unsafe extern "C" fn update_avx2(plan: *const Plan, vals: *const u64, j0: i64, j1: i64) {
+        unsafe { run::<__m256>(&*plan, vals, j0, j1) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{update_avx2, update_avx512};
+
+/// The update function of `variant`.
+pub fn function(variant: Variant) -> UpdateFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match variant {
+            Variant::Avx512 => update_avx512,
+            Variant::Avx2 => update_avx2,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = variant;
+        update_scalar
+    }
+}
