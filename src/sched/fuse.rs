@@ -1080,29 +1080,41 @@ impl<'a> Builder<'a> {
 
     /// The matmul kernel whose output this elementwise kernel can run as an epilogue: the
     /// kernel reads that output (used nowhere else) at exactly its own index, has no row
-    /// reductions, and reads nothing computed after the matmul.
+    /// reductions, and reads nothing computed after the matmul (outputs of earlier products
+    /// included: a ReLU's gradient reads the next product's output and its own layer's).
     fn epilogue_target(&self, lb: &LoopBuilder<'_>, shape: &[usize], out: BufferId) -> Option<usize> {
         if !lb.reductions.is_empty() || shape.is_empty() || shape.iter().product::<usize>() == 0 {
             return None;
         }
         let contiguous = contiguous_strides(shape);
-        let mut found: Option<(BufferId, usize)> = None;
+        // the latest product whose output the kernel reads (the outputs of earlier ones are
+        // ordinary inputs, finished before it runs)
+        let (c, k) = lb
+            .exprs
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Load { buf, .. } | Expr::GatherLoad { buf, .. } => {
+                    let b = lb.args[*buf as usize];
+                    self.matmul_kernel.get(&b).map(|&k| (b, k))
+                }
+                _ => None,
+            })
+            .max_by_key(|&(_, k)| k)?;
         for e in &lb.exprs {
             let (Expr::Load { buf, access, .. } | Expr::GatherLoad { buf, access, .. }) = e else { continue };
-            let b = lb.args[*buf as usize];
-            let Some(&k) = self.matmul_kernel.get(&b) else { continue };
-            let node = self.buffers[b.0 as usize].node;
+            if lb.args[*buf as usize] != c {
+                continue;
+            }
+            let node = self.buffers[c.0 as usize].node;
             // same element offsets as the output (size-1 dimensions have no stride to match)
             let at_own_index = matches!(e, Expr::Load { .. })
                 && access.offset == 0
                 && (0..shape.len()).all(|d| shape[d] == 1 || access.outer[d] == contiguous[d]);
             // the epilogue of rows r0..r1 may only read those rows of the matmul output
-            if !at_own_index || self.use_counts[node.index()] != 1 || found.is_some_and(|(fb, _)| fb != b) {
+            if !at_own_index || self.use_counts[node.index()] != 1 {
                 return None;
             }
-            found = Some((b, k));
         }
-        let (c, k) = found?;
         let KernelBody::MatMul(mm) = &self.kernels[k].body else { return None };
         // the epilogue's rows must be the matmul's rows: same row length, same element count
         if mm.epilogue.is_some()
