@@ -146,6 +146,32 @@ fn matmul_bias_relu_residual_fuses_into_the_epilogue() {
     }
 }
 
+/// A ReLU's gradient reads two products' outputs: the next layer's backward product (`dy w^T`)
+/// and its own layer's forward product. It runs as the epilogue of the later one; the earlier
+/// output is an ordinary finished input.
+#[test]
+fn an_epilogue_may_read_earlier_products() {
+    for (c, &(m, k, n)) in [(4usize, 3usize, 5usize), (17, 5, 63)].iter().enumerate() {
+        let mut g = Graph::new("relu_grad");
+        let x = input(&mut g, "x", &[m, k]);
+        let dy = input(&mut g, "dy", &[m, k]);
+        let w1 = param(&mut g, "w1", &[k, n], Init::Normal { mean: 0.0, std: 0.5 });
+        let w2 = param(&mut g, "w2", &[k, n], Init::Normal { mean: 0.0, std: 0.5 });
+        let pre = g.add(Op::MatMul { trans_a: false, trans_b: false }, &[x, w1], None);
+        let back = g.add(Op::MatMul { trans_a: false, trans_b: false }, &[dy, w2], None);
+        let zero = scalar_like(&mut g, 0.0, pre);
+        let on = g.binary(BinaryOp::Gt, pre, zero);
+        let zeros = scalar_like(&mut g, 0.0, back);
+        let grad = g.add(Op::Select, &[on, back, zeros], None);
+        g.add_output("pre", pre);
+        g.add_output("grad", grad);
+        let s = schedule(&g);
+        assert_eq!(s.kernels.len(), 2, "{}", modelc::sched::print_kernels(&s));
+        assert!(matches!(&s.kernels[1].body, KernelBody::MatMul(mm) if mm.epilogue.is_some()));
+        check_graph(&g, "relu_grad", c as u64);
+    }
+}
+
 /// matmul -> scale -> causal mask (iota compare + select) -> softmax -> matmul, batched.
 #[test]
 fn attention_like_chain_matches() {
