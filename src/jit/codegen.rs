@@ -9,7 +9,9 @@
 //! arg-max, top-k, scatter) run the scalar loop only. A vector pass that applies `exp` or `erf`
 //! along the row runs its 16-element steps in chunks instead: the functions' arguments into
 //! stack arrays, one call per array to `jit::vmath` (AVX-512 or AVX2), then the rest of the pass
-//! on the results ([`Gen::emit_native_chunks`]).
+//! on the results ([`Gen::emit_native_chunks`]). A flat kernel recognised as Adam updates
+//! (`jit::adam`) is one call of a native function instead of any loop
+//! ([`Gen::emit_native_update`]).
 //!
 //! Row-blocked mode: when no pass vectorises along `j` but consecutive rows are consecutive in
 //! memory (column sums: bias and layer-norm parameter gradients), the lanes are four rows
