@@ -19,12 +19,14 @@
 //! function performs the matched operations in the same order, each one IEEE operation, so its
 //! results are bit-for-bit those of the loop it replaces (under the thread's flush-to-zero mode,
 //! which both obey). Kernels that differ in any way (other stores, other operations) keep the
-//! generated loop. `MODELC_VMATH=inline` turns this path off with the array functions.
+//! generated loop. The loop is written once over the lane operations of `jit::vmath` and runs
+//! its groups of registers widest first (four AVX-512 registers, then two AVX2 registers, then one
+//! `f32`). `MODELC_VMATH=inline` turns this path off with the array functions.
 
 use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Expr, ExprId, LoopKernel, Split, StoreSource};
 
-use super::vmath::Variant;
+use super::vmath::{Group as Registers, Lanes, Variant};
 
 /// Most gradient arrays one update sums (a parameter read in that many places).
 pub const MAX_GRADS: usize = 8;
@@ -330,62 +332,6 @@ impl Matcher<'_> {
     }
 }
 
-/// The lane operations of the update: one `f32` (the tail) or one vector register. Each is one
-/// IEEE operation per lane.
-trait Lanes: Copy {
-    const WIDTH: usize;
-    /// # Safety
-    /// `p` points to `WIDTH` readable f32.
-    unsafe fn load(p: *const f32) -> Self;
-    /// # Safety
-    /// `p` points to `WIDTH` writable f32.
-    unsafe fn store(self, p: *mut f32);
-    fn splat(x: f32) -> Self;
-    fn add(self, b: Self) -> Self;
-    fn sub(self, b: Self) -> Self;
-    fn mul(self, b: Self) -> Self;
-    fn div(self, b: Self) -> Self;
-    fn sqrt(self) -> Self;
-}
-
-impl Lanes for f32 {
-    const WIDTH: usize = 1;
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> f32 {
-        // SAFETY: the caller's contract.
-        unsafe { *p }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller's contract.
-        unsafe { *p = self }
-    }
-    #[inline(always)]
-    fn splat(x: f32) -> f32 {
-        x
-    }
-    #[inline(always)]
-    fn add(self, b: f32) -> f32 {
-        self + b
-    }
-    #[inline(always)]
-    fn sub(self, b: f32) -> f32 {
-        self - b
-    }
-    #[inline(always)]
-    fn mul(self, b: f32) -> f32 {
-        self * b
-    }
-    #[inline(always)]
-    fn div(self, b: f32) -> f32 {
-        self / b
-    }
-    #[inline(always)]
-    fn sqrt(self) -> f32 {
-        f32::sqrt(self)
-    }
-}
-
 /// The argument array read as a group's pointers and scalars.
 struct Args {
     vals: *const u64,
@@ -406,12 +352,12 @@ impl Args {
     }
 }
 
-/// Elements `*j..` in steps of `L::WIDTH` while a whole step fits below `j1`.
+/// Elements `*j..` in steps of `L::LANES` while a whole step fits below `j1`.
 ///
 /// # Safety
-/// The group's arrays hold elements `*j..j1`.
+/// The group's arrays hold elements `*j..j1`; the CPU has `L`'s features.
 #[inline(always)]
-unsafe fn run_group<L: Lanes>(g: &Group, a: &Args, j: &mut usize, j1: usize) {
+unsafe fn run_group<L: Lanes + Registers>(g: &Group, a: &Args, j: &mut usize, j1: usize) {
     let (m0, m1, v0, v1, p0, p1) =
         (a.ptr(g.m.0), a.ptr(g.m.1), a.ptr(g.v.0), a.ptr(g.v.1), a.ptr(g.p.0), a.ptr(g.p.1));
     let mut grads = [std::ptr::null::<f32>(); MAX_GRADS];
@@ -425,9 +371,9 @@ unsafe fn run_group<L: Lanes>(g: &Group, a: &Args, j: &mut usize, j1: usize) {
     let decay = g.decay.map(s);
     let (b1, ob1, b2, ob2) = (s(g.beta1), s(g.one_minus_beta1), s(g.beta2), s(g.one_minus_beta2));
     let (c1, c2, eps, lr) = (s(g.c1), s(g.c2), s(g.eps), s(g.lr));
-    while *j + L::WIDTH <= j1 {
+    while *j + L::LANES <= j1 {
         let i = *j;
-        // SAFETY: elements i..i + WIDTH are below j1 (the caller's contract).
+        // SAFETY: elements i..i + LANES are below j1 (the caller's contract).
         unsafe {
             let mut d = L::load(grads[0].add(i));
             for g in &grads[1..] {
@@ -451,16 +397,23 @@ unsafe fn run_group<L: Lanes>(g: &Group, a: &Args, j: &mut usize, j1: usize) {
             v.store(v1.add(i));
             p.store(p1.add(i));
         }
-        *j += L::WIDTH;
+        *j += L::LANES;
     }
 }
 
-/// Elements `j0..j1` of every group with `L`, the tail one by one.
+/// Elements `j0..j1` of every group, in steps of `step(g, j, j1)` (the widest register groups
+/// first, each function ending with one `f32` at a time).
 ///
 /// # Safety
-/// As for [`update_avx512`].
+/// As for [`update_avx512`]; `step` runs only register groups the CPU has.
 #[inline(always)]
-unsafe fn run<L: Lanes>(plan: &Plan, vals: *const u64, j0: i64, j1: i64) {
+unsafe fn run(
+    plan: &Plan,
+    vals: *const u64,
+    j0: i64,
+    j1: i64,
+    step: impl Fn(&Group, &Args, &mut usize, usize),
+) {
     let a = Args { vals };
     let (j0, j1) = (j0.max(0) as usize, j1.max(0) as usize);
     if plan.guard.is_some_and(|g| !a.flag(g)) {
@@ -478,11 +431,7 @@ unsafe fn run<L: Lanes>(plan: &Plan, vals: *const u64, j0: i64, j1: i64) {
     }
     for g in &plan.groups {
         let mut j = j0;
-        // SAFETY: the caller's contract.
-        unsafe {
-            run_group::<L>(g, &a, &mut j, j1);
-            run_group::<f32>(g, &a, &mut j, j1);
-        }
+        step(g, &a, &mut j, j1);
     }
 }
 
@@ -495,101 +444,40 @@ pub type UpdateFn = unsafe extern "C" fn(*const Plan, *const u64, i64, i64);
 /// As for [`update_avx512`].
 pub unsafe extern "C" fn update_scalar(plan: *const Plan, vals: *const u64, j0: i64, j1: i64) {
     // SAFETY: the caller's contract.
-    unsafe { run::<f32>(&*plan, vals, j0, j1) }
+    unsafe { run(&*plan, vals, j0, j1, |g, a, j, j1| run_group::<f32>(g, a, j, j1)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Lanes, Plan, run};
-    use std::arch::x86_64::*;
-
-    // SAFETY (all intrinsics below): only inlined into the `#[target_feature]` functions, which
-    // run only where the CPU has the features.
-    impl Lanes for __m512 {
-        const WIDTH: usize = 16;
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm512_storeu_ps(p, self) }
-        }
-        #[inline(always)]
-        fn splat(x: f32) -> Self {
-            unsafe { _mm512_set1_ps(x) }
-        }
-        #[inline(always)]
-        fn add(self, b: Self) -> Self {
-            unsafe { _mm512_add_ps(self, b) }
-        }
-        #[inline(always)]
-        fn sub(self, b: Self) -> Self {
-            unsafe { _mm512_sub_ps(self, b) }
-        }
-        #[inline(always)]
-        fn mul(self, b: Self) -> Self {
-            unsafe { _mm512_mul_ps(self, b) }
-        }
-        #[inline(always)]
-        fn div(self, b: Self) -> Self {
-            unsafe { _mm512_div_ps(self, b) }
-        }
-        #[inline(always)]
-        fn sqrt(self) -> Self {
-            unsafe { _mm512_sqrt_ps(self) }
-        }
-    }
-
-    impl Lanes for __m256 {
-        const WIDTH: usize = 8;
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm256_storeu_ps(p, self) }
-        }
-        #[inline(always)]
-        fn splat(x: f32) -> Self {
-            unsafe { _mm256_set1_ps(x) }
-        }
-        #[inline(always)]
-        fn add(self, b: Self) -> Self {
-            unsafe { _mm256_add_ps(self, b) }
-        }
-        #[inline(always)]
-        fn sub(self, b: Self) -> Self {
-            unsafe { _mm256_sub_ps(self, b) }
-        }
-        #[inline(always)]
-        fn mul(self, b: Self) -> Self {
-            unsafe { _mm256_mul_ps(self, b) }
-        }
-        #[inline(always)]
-        fn div(self, b: Self) -> Self {
-            unsafe { _mm256_div_ps(self, b) }
-        }
-        #[inline(always)]
-        fn sqrt(self) -> Self {
-            unsafe { _mm256_sqrt_ps(self) }
-        }
-    }
+    use super::super::vmath::x86::{Ymm, Zmm};
+    use super::{Plan, run, run_group};
 
     /// # Safety
     /// `plan` is the plan the arguments were written for; every slot of `vals` is written; the
     /// arrays hold elements `j0..j1`; the CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe extern "C" fn update_avx512(plan: *const Plan, vals: *const u64, j0: i64, j1: i64) {
-        unsafe { run::<__m512>(&*plan, vals, j0, j1) }
+        // SAFETY: the caller's contract; AVX-512F implies AVX2.
+        unsafe {
+            run(&*plan, vals, j0, j1, |g, a, j, j1| {
+                run_group::<Zmm>(g, a, j, j1);
+                run_group::<Ymm>(g, a, j, j1);
+                run_group::<f32>(g, a, j, j1);
+            })
+        }
     }
 
     /// # Safety
-    /// As for [`update_avx512`], with AVX instead of AVX-512F.
-    #[target_feature(enable = "avx")]
+    /// As for [`update_avx512`], with AVX2 instead of AVX-512F.
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe extern "C" fn update_avx2(plan: *const Plan, vals: *const u64, j0: i64, j1: i64) {
-        unsafe { run::<__m256>(&*plan, vals, j0, j1) }
+        // SAFETY: the caller's contract.
+        unsafe {
+            run(&*plan, vals, j0, j1, |g, a, j, j1| {
+                run_group::<Ymm>(g, a, j, j1);
+                run_group::<f32>(g, a, j, j1);
+            })
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub const CHUNK: usize = 256;
 /// operation per lane (or exact bit manipulation), so every implementation gives the same bits.
 /// A group holds several registers so that independent lanes interleave (the polynomials are
 /// long dependency chains).
-trait Lanes: Copy {
+pub(super) trait Lanes: Copy {
     /// Integer lanes (the bit patterns).
     type I: Copy;
     /// Lane masks.
@@ -46,6 +46,8 @@ trait Lanes: Copy {
     fn add(self, b: Self) -> Self;
     fn sub(self, b: Self) -> Self;
     fn mul(self, b: Self) -> Self;
+    fn div(self, b: Self) -> Self;
+    fn sqrt(self) -> Self;
     fn abs(self) -> Self;
     fn neg(self) -> Self;
     /// `self > b` (false where either is NaN).
@@ -86,6 +88,14 @@ impl Lanes for f32 {
     #[inline(always)]
     fn mul(self, b: f32) -> f32 {
         self * b
+    }
+    #[inline(always)]
+    fn div(self, b: f32) -> f32 {
+        self / b
+    }
+    #[inline(always)]
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
     }
     #[inline(always)]
     fn abs(self) -> f32 {
@@ -204,9 +214,35 @@ pub fn erf_lane(x: f32) -> f32 {
     erf_v(x)
 }
 
+/// A group of registers loaded and stored whole (one `f32` for the tails).
+pub(super) trait Group: Lanes {
+    /// Lanes in the group.
+    const LANES: usize;
+    /// # Safety
+    /// `p` points to `LANES` valid values; the CPU has the group's features.
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// As for `load`.
+    unsafe fn store(self, p: *mut f32);
+}
+
+impl Group for f32 {
+    const LANES: usize = 1;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller's contract.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *p = self }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::Lanes;
+pub(super) mod x86 {
+    use super::{Group, Lanes};
     use std::arch::x86_64::*;
 
     /// Registers per group: four AVX-512 registers (64 lanes), two AVX2 registers (16 lanes).
@@ -258,6 +294,14 @@ mod x86 {
         #[inline(always)]
         fn mul(self, b: Self) -> Self {
             Zmm(each!(Z, |i| unsafe { _mm512_mul_ps(self.0[i], b.0[i]) }))
+        }
+        #[inline(always)]
+        fn div(self, b: Self) -> Self {
+            Zmm(each!(Z, |i| unsafe { _mm512_div_ps(self.0[i], b.0[i]) }))
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            Zmm(each!(Z, |i| unsafe { _mm512_sqrt_ps(self.0[i]) }))
         }
         #[inline(always)]
         fn abs(self) -> Self {
@@ -340,6 +384,14 @@ mod x86 {
             Ymm(each!(Y, |i| unsafe { _mm256_mul_ps(self.0[i], b.0[i]) }))
         }
         #[inline(always)]
+        fn div(self, b: Self) -> Self {
+            Ymm(each!(Y, |i| unsafe { _mm256_div_ps(self.0[i], b.0[i]) }))
+        }
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            Ymm(each!(Y, |i| unsafe { _mm256_sqrt_ps(self.0[i]) }))
+        }
+        #[inline(always)]
         fn abs(self) -> Self {
             Ymm(each!(Y, |i| unsafe {
                 _mm256_castsi256_ps(_mm256_and_si256(
@@ -394,18 +446,6 @@ mod x86 {
                 _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(self.0[i]), sign))
             }))
         }
-    }
-
-    /// A group of registers the array functions load and store whole.
-    trait Group: Lanes {
-        /// Lanes in the group.
-        const LANES: usize;
-        /// # Safety
-        /// `p` points to `LANES` valid values; the CPU has the group's features.
-        unsafe fn load(p: *const f32) -> Self;
-        /// # Safety
-        /// As for `load`.
-        unsafe fn store(self, p: *mut f32);
     }
 
     impl Group for Zmm {
