@@ -3,8 +3,8 @@
 //! An Adam step computes a square root and a division per parameter. Cranelift's x86 back end
 //! emits 128-bit vectors at most, so the fused update kernel of a weight runs four of each per
 //! instruction, and the divider, not memory, bounds it (the 256 × 256 update of the digits MLP:
-//! 41–47 µs as 128-bit code; the same loop on AVX-512 registers takes 10–12 µs, with its arrays
-//! evicted from L2 between runs). Where a flat kernel is exactly the update the training graph
+//! 41–47 µs as 128-bit code; the same loop on AVX-512 registers takes 10–13 µs, with its arrays
+//! evicted from L2 between runs: BENCHMARKS.md, "Third session"). Where a flat kernel is exactly the update the training graph
 //! builds (`train::graph`) — per parameter: new moments from the gradient, the bias-corrected
 //! step, the new parameter, each stored under the finiteness guard — the code generator fills an
 //! argument array (the row base address of every array, the value of every scalar) and calls
@@ -112,10 +112,10 @@ pub fn plan(k: &LoopKernel, invariant: &[bool]) -> Option<Plan> {
         return None;
     }
     let mut used = vec![false; parts.len()];
-    // (a bound keeps the native loop's gradient pointers on its stack)
     let mut groups = Vec::new();
     for i in 0..parts.len() {
         let Some(u) = m.update(parts[i].1) else { continue };
+        // (a bound keeps the native loop's gradient pointers on its stack)
         if u.grads.len() > MAX_GRADS {
             return None;
         }
@@ -301,9 +301,12 @@ impl Matcher<'_> {
     fn gradient(&self, d: ExprId, p: ExprId) -> Option<(Vec<ExprId>, Option<ExprId>, Option<ExprId>)> {
         let l2_of = |x: ExprId| self.scaled(x).filter(|&(q, _)| q == p).map(|(_, s)| s);
         let (d, l2) = match self.binary(d, BinaryOp::Add) {
-            Some((a, b)) if l2_of(b).is_some() => (a, l2_of(b)),
-            Some((a, b)) if l2_of(a).is_some() => (b, l2_of(a)),
-            _ => (d, None),
+            Some((a, b)) => match (l2_of(b), l2_of(a)) {
+                (Some(w), _) => (a, Some(w)),
+                (None, Some(w)) => (b, Some(w)),
+                (None, None) => (d, None),
+            },
+            None => (d, None),
         };
         let (sum, clip) = match self.scaled(d) {
             Some((x, s)) => (x, Some(s)),

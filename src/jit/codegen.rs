@@ -103,10 +103,7 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
     let native_update = if k.split == Split::Elements { vmath::active() } else { None }
         .and_then(|variant| adam::plan(k, &g.invariant).map(|plan| (plan, adam::function(variant))));
     match k.split {
-        Split::Elements if native_update.is_some() => {
-            let (plan, f) = native_update.expect("checked");
-            g.emit_native_update(plan, f, start, end);
-        }
+        _ if let Some((plan, f)) = native_update => g.emit_native_update(plan, f, start, end),
         Split::Elements => {
             let row = g.b.ins().iconst(types::I64, 0);
             g.emit_row(row, start, end);
