@@ -11,7 +11,9 @@
 //! stack arrays, one call per array to `jit::vmath` (AVX-512 or AVX2), then the rest of the pass
 //! on the results ([`Gen::emit_native_chunks`]). A flat kernel recognised as Adam updates
 //! (`jit::adam`) is one call of a native function instead of any loop
-//! ([`Gen::emit_native_update`]).
+//! ([`Gen::emit_native_update`]); a row kernel recognised as a softmax (`jit::softmax`) keeps
+//! one generated pass storing the softmax's operand and calls a native function per block of
+//! rows for the rest ([`Gen::emit_softmax_rows`]).
 //!
 //! Row-blocked mode: when no pass vectorises along `j` but consecutive rows are consecutive in
 //! memory (column sums: bias and layer-norm parameter gradients), the lanes are four rows
@@ -22,6 +24,7 @@
 use super::adam;
 use super::math;
 use super::scalar_calls::{self, clif_type, emit_call};
+use super::softmax;
 use super::stream;
 use super::vmath;
 use crate::ir::{BinaryOp, DType, UnaryOp};
@@ -89,6 +92,16 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
         bufs.push(b.ins().load(types::I64, MemFlagsData::trusted(), bufs_ptr, (i * 8) as i32));
     }
     let invariant = invariance(k);
+    // a softmax over rows: one generated pass stores its operand, a native function does the rest
+    let softmax = native_softmax(k, &invariant);
+    let operand_kernel;
+    let k = match &softmax {
+        Some((plan, _)) => {
+            operand_kernel = softmax_operand(k, plan);
+            &operand_kernel
+        }
+        None => k,
+    };
     let mut g = Gen {
         b,
         k,
@@ -104,6 +117,7 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
         .and_then(|variant| adam::plan(k, &g.invariant).map(|plan| (plan, adam::function(variant))));
     match k.split {
         _ if let Some((plan, f)) = native_update => g.emit_native_update(plan, f, start, end),
+        _ if let Some((_, f)) = softmax => g.emit_softmax_rows(f, start, end),
         Split::Elements => {
             let row = g.b.ins().iconst(types::I64, 0);
             g.emit_row(row, start, end);
@@ -119,6 +133,28 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
     }
     g.b.ins().return_(&[]);
     Ok(())
+}
+
+/// The native softmax row function for `k` ([`softmax`]), if `k` is a softmax and the
+/// generated code would have summed its numerators in the order the function follows (a vector
+/// pass, or a row too short for one).
+fn native_softmax(k: &LoopKernel, invariant: &[bool]) -> Option<(softmax::Plan, softmax::RowsFn)> {
+    let variant = vmath::active()?;
+    let plan = softmax::recognise(k)?;
+    let p = Plan { k, invariant };
+    (k.inner < 4 || p.vectorizable(1, &p.needed(1), true)).then(|| (plan, softmax::function(variant)))
+}
+
+/// Whether `k` runs as native softmax rows ([`softmax`]) on this machine.
+pub fn native_softmax_rows(k: &LoopKernel) -> bool {
+    native_softmax(k, &invariance(k)).is_some()
+}
+
+/// The softmax kernel `k` reduced to its first step: one pass storing the operand into the
+/// output (the only store, index 0).
+fn softmax_operand(k: &LoopKernel, plan: &softmax::Plan) -> LoopKernel {
+    let store = Store { source: StoreSource::Elem(plan.x), pass: 0, ..k.stores[plan.store].clone() };
+    LoopKernel { passes: 1, reductions: Vec::new(), stores: vec![store], ..k.clone() }
 }
 
 /// What a kernel's passes can do, decided from the kernel alone (before any code is emitted).
@@ -872,6 +908,37 @@ impl Gen<'_, '_> {
         let jn = self.b.ins().iadd(jc, len);
         self.b.def_var(j, jn);
         self.end_loop(chunks);
+    }
+
+    /// A softmax's rows ([`softmax`]): blocks of up to `softmax::BLOCK` rows, each row's
+    /// operand stored into its output row by the generated pass and the row's address into a
+    /// stack array, then one call of the native function on the block.
+    fn emit_softmax_rows(&mut self, f: softmax::RowsFn, start: Value, end: Value) {
+        let sig = self.pointer_args_sig(3);
+        let ptrs = self.stack_arrays(1, 2 * softmax::BLOCK)[0];
+        let r = self.b.declare_var(types::I64);
+        self.b.def_var(r, start);
+        let blocks = self.begin_loop(r, |g, rv| g.b.ins().icmp(IntCC::SignedLessThan, rv, end));
+        let r0 = self.b.use_var(r);
+        let full = self.b.ins().iadd_imm_s(r0, softmax::BLOCK as i64);
+        let r1 = self.b.ins().smin(full, end);
+        let rows = self.begin_loop(r, |g, rv| g.b.ins().icmp(IntCC::SignedLessThan, rv, r1));
+        let rv = self.b.use_var(r);
+        let j0 = self.b.ins().iconst(types::I64, 0);
+        let n = self.b.ins().iconst(types::I64, self.k.inner as i64);
+        self.emit_row(rv, j0, n);
+        let i = self.b.ins().isub(rv, r0);
+        let off = self.b.ins().ishl_imm_u(i, 3);
+        let slot = self.b.ins().iadd(ptrs, off);
+        self.b.ins().store(flags(), self.row_store[0], slot, 0);
+        let rn = self.b.ins().iadd_imm_s(rv, 1);
+        self.b.def_var(r, rn);
+        self.end_loop(rows);
+        let count = self.b.ins().isub(r1, r0);
+        let n = self.b.ins().iconst(types::I64, self.k.inner as i64);
+        let callee = self.b.ins().iconst(types::I64, f as usize as i64);
+        self.b.ins().call_indirect(sig, callee, &[ptrs, count, n]);
+        self.end_loop(blocks);
     }
 
     /// The whole kernel as one call of a native Adam update ([`adam`]): the row base address of

@@ -10,10 +10,11 @@ mod codegen;
 pub mod gemm;
 pub mod math;
 mod scalar_calls;
+pub mod softmax;
 pub mod stream;
 pub mod vmath;
 
-pub use codegen::{CodegenError, ROW_BLOCK, row_blocked};
+pub use codegen::{CodegenError, ROW_BLOCK, native_softmax_rows, row_blocked};
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};
 
 use crate::sched::{LoopKernel, Split};

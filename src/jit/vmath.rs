@@ -163,7 +163,7 @@ fn exp_parts<V: Lanes>(x: V) -> (V, V::I) {
 
 /// `math::Vectors::exp`.
 #[inline(always)]
-fn exp_v<V: Lanes>(x: V) -> V {
+pub(super) fn exp_v<V: Lanes>(x: V) -> V {
     let x = V::select(x.gt(V::splat(EXP_HI)), V::splat(EXP_HI), x);
     let below = x.lt(V::splat(EXP_LO));
     let zero = V::splat(0.0);
