@@ -101,7 +101,7 @@ pub struct Executable {
     schedule: Schedule,
     steps: Vec<Step>,
     /// Storage: inputs, parameters and plan slots, 4-byte elements.
-    inputs: Vec<Vec<u32>>,
+    inputs: Vec<ZeroedBuf>,
     params: Vec<Vec<u32>>,
     slots: Vec<ZeroedBuf>,
     pool: ThreadPool,
@@ -136,7 +136,8 @@ impl Executable {
         let (fns, jt) =
             jit::compile(&loops).map_err(|e| RuntimeError(format!("kernel compilation failed: {}", e.0)))?;
         let t_init = Instant::now();
-        let inputs: Vec<Vec<u32>> = schedule.graph.inputs.iter().map(|i| vec![0u32; i.ty.numel()]).collect();
+        let inputs: Vec<ZeroedBuf> =
+            schedule.graph.inputs.iter().map(|i| ZeroedBuf::new(i.ty.numel())).collect();
         let params: Vec<Vec<u32>> = schedule.graph.params.iter().map(|p| vec![0u32; p.ty.numel()]).collect();
         let slots: Vec<ZeroedBuf> = schedule.plan.slots.iter().map(|&n| ZeroedBuf::new(n)).collect();
         let mut exe = Executable {
@@ -350,7 +351,7 @@ impl Executable {
 /// The address of buffer `b` in the executor's storage.
 fn buffer_ptr(
     schedule: &Schedule,
-    inputs: &mut [Vec<u32>],
+    inputs: &mut [ZeroedBuf],
     params: &mut [Vec<u32>],
     slots: &mut [ZeroedBuf],
     b: sched::BufferId,
