@@ -13,7 +13,8 @@
 //! (`jit::adam`) is one call of a native function instead of any loop
 //! ([`Gen::emit_native_update`]); a row kernel recognised as a softmax (`jit::softmax`) keeps
 //! one generated pass storing the softmax's operand and calls a native function per block of
-//! rows for the rest ([`Gen::emit_softmax_rows`]).
+//! rows for the rest ([`Gen::emit_softmax_rows`]); a kernel whose stores are GELUs of sums of
+//! arrays (`jit::gelu`) calls a native function per row and store ([`Gen::emit_gelu_rows`]).
 //!
 //! Row-blocked mode: when no pass vectorises along `j` but consecutive rows are consecutive in
 //! memory (column sums: bias and layer-norm parameter gradients), the lanes are four rows
@@ -22,6 +23,7 @@
 //! the scalar path. Each row sees the same operations in the same order either way.
 
 use super::adam;
+use super::gelu;
 use super::math;
 use super::scalar_calls::{self, clif_type, emit_call};
 use super::softmax;
@@ -115,9 +117,12 @@ pub fn emit_kernel(b: &mut FunctionBuilder<'_>, k: &LoopKernel) -> Result<(), Co
     };
     let native_update = if k.split == Split::Elements { vmath::active() } else { None }
         .and_then(|variant| adam::plan(k, &g.invariant).map(|plan| (plan, adam::function(variant))));
+    let gelu_rows =
+        vmath::active().and_then(|v| gelu::recognise(k, &g.invariant).map(|p| (p, gelu::function(v))));
     match k.split {
         _ if let Some((plan, f)) = native_update => g.emit_native_update(plan, f, start, end),
         _ if let Some((_, f)) = softmax => g.emit_softmax_rows(f, start, end),
+        _ if let Some((plans, f)) = gelu_rows => g.emit_gelu_rows(&plans, f, start, end),
         Split::Elements => {
             let row = g.b.ins().iconst(types::I64, 0);
             g.emit_row(row, start, end);
@@ -148,6 +153,12 @@ fn native_softmax(k: &LoopKernel, invariant: &[bool]) -> Option<(softmax::Plan, 
 /// Whether `k` runs as native softmax rows ([`softmax`]) on this machine.
 pub fn native_softmax_rows(k: &LoopKernel) -> bool {
     native_softmax(k, &invariance(k)).is_some()
+}
+
+/// The GELU rows of `k` ([`gelu::recognise`] with the kernel's invariance), whether or not the
+/// native path is active on this machine.
+pub fn gelu_rows(k: &LoopKernel) -> Option<Vec<gelu::Plan>> {
+    gelu::recognise(k, &invariance(k))
 }
 
 /// The softmax kernel `k` reduced to its first step: one pass storing the operand into the
@@ -939,6 +950,55 @@ impl Gen<'_, '_> {
         let callee = self.b.ins().iconst(types::I64, f as usize as i64);
         self.b.ins().call_indirect(sig, callee, &[ptrs, count, n]);
         self.end_loop(blocks);
+    }
+
+    /// GELU rows ([`gelu`]): per row (or the thread's element range of a flat kernel) and
+    /// store, the output's and the loads' addresses and the scalars into an argument array, then
+    /// one call of the native row function.
+    fn emit_gelu_rows(&mut self, plans: &[gelu::Plan], f: gelu::RowFn, start: Value, end: Value) {
+        let sig = self.pointer_args_sig(2);
+        let args = self.stack_arrays(1, 2 * gelu::ARGS)[0];
+        let flat = self.k.split == Split::Elements;
+        let r = self.b.declare_var(types::I64);
+        let first = if flat { self.b.ins().iconst(types::I64, 0) } else { start };
+        self.b.def_var(r, first);
+        let last = if flat { self.b.ins().iconst(types::I64, 1) } else { end };
+        let rows = self.begin_loop(r, |g, rv| g.b.ins().icmp(IntCC::SignedLessThan, rv, last));
+        let rv = self.b.use_var(r);
+        self.row_bases(rv);
+        // elements j0..j0 + n of the row
+        let (j0, n) = if flat {
+            (start, self.b.ins().isub(end, start))
+        } else {
+            (self.b.ins().iconst(types::I64, 0), self.b.ins().iconst(types::I64, self.k.inner as i64))
+        };
+        let skip = self.b.ins().ishl_imm_u(j0, 2);
+        let mut memo: Memo = HashMap::new();
+        let put = |g: &mut Self, i: usize, v: Value| {
+            g.b.ins().store(flags(), v, args, (8 * i) as i32);
+        };
+        for plan in plans {
+            let out = self.b.ins().iadd(self.row_store[plan.store], skip);
+            put(self, 0, out);
+            for (i, e) in [plan.a, plan.b, plan.c].into_iter().enumerate() {
+                let v = self.eval(e, false, None, &mut memo);
+                let bits = self.b.ins().bitcast(types::I32, MemFlagsData::new(), v);
+                let word = self.b.ins().uextend(types::I64, bits);
+                put(self, 1 + i, word);
+            }
+            let count = self.b.ins().iconst(types::I64, plan.loads.len() as i64);
+            put(self, 4, count);
+            for (i, &l) in plan.loads.iter().enumerate() {
+                let base = self.b.ins().iadd(self.row_expr[&l], skip);
+                put(self, 5 + i, base);
+            }
+            let callee = self.b.ins().iconst(types::I64, f as usize as i64);
+            self.b.ins().call_indirect(sig, callee, &[args, n]);
+        }
+        let rv = self.b.use_var(r);
+        let rn = self.b.ins().iadd_imm_s(rv, 1);
+        self.b.def_var(r, rn);
+        self.end_loop(rows);
     }
 
     /// The whole kernel as one call of a native Adam update ([`adam`]): the row base address of

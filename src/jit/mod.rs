@@ -7,6 +7,7 @@
 
 pub mod adam;
 mod codegen;
+pub mod gelu;
 pub mod gemm;
 pub mod math;
 mod scalar_calls;
@@ -14,7 +15,7 @@ pub mod softmax;
 pub mod stream;
 pub mod vmath;
 
-pub use codegen::{CodegenError, ROW_BLOCK, native_softmax_rows, row_blocked};
+pub use codegen::{CodegenError, ROW_BLOCK, gelu_rows, native_softmax_rows, row_blocked};
 pub use scalar_calls::{div_i32, rem_f32, rem_i32};
 
 use crate::sched::{LoopKernel, Split};

@@ -186,7 +186,7 @@ fn exp_nonpositive<V: Lanes>(x: V) -> V {
 
 /// `math::Vectors::erf`.
 #[inline(always)]
-fn erf_v<V: Lanes>(x: V) -> V {
+pub(super) fn erf_v<V: Lanes>(x: V) -> V {
     let t = x.abs();
     let s = x.mul(x);
     let p = poly(s, &ERF_SMALL);
