@@ -3,28 +3,24 @@
 //! generated code (`tests/fixtures/jit/gelu_rows.model` run with `MODELC_VMATH=inline` and
 //! without).
 
-use modelc::elab::{ElabOptions, Program, elaborate_model};
 use modelc::ir::TensorType;
 use modelc::jit::gelu::{self, ARGS, MAX_LOADS};
 use modelc::jit::{gelu_rows, vmath};
-use modelc::passes::{PipelineOptions, run_pipeline};
-use modelc::runtime::checkpoint::{read_tensors, write_tensors};
-use modelc::sched::{KernelBody, LoopKernel, schedule};
+use modelc::sched::{KernelBody, LoopKernel};
 use modelc::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
+
+mod jit_support;
+use jit_support::{model_schedule, run_native_and_inline};
 
 const FIXTURE: &str = "tests/fixtures/jit/gelu_rows.model";
 
 /// The loop kernels (matmul epilogues included, flagged) of model `model` of `file` at batch
 /// `b`, after the pipeline.
 fn loop_kernels(file: &str, model: &str, b: i64) -> Vec<(LoopKernel, bool)> {
-    let prog = Program::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(file));
-    let opts = ElabOptions { dims: vec![("B".to_string(), b)], ..ElabOptions::default() };
-    let e = elaborate_model(&prog, model, &[], &opts).unwrap_or_else(|d| panic!("{file}: {d:?}"));
-    let s = schedule(&run_pipeline(e.graph, &PipelineOptions::default()));
-    s.kernels
+    model_schedule(file, model, b)
+        .kernels
         .into_iter()
         .filter_map(|k| match k.body {
             KernelBody::Loop(l) => Some((l, false)),
@@ -114,7 +110,8 @@ fn every_variant_gives_the_reference_bits() {
     assert_eq!(cases, 76 * MAX_LOADS * 2 * variants.len());
 }
 
-/// The fixture's outputs with the native path on and off (`MODELC_VMATH=inline`).
+/// The fixture's outputs with the native path on and off (`MODELC_VMATH=inline`), on two
+/// threads (flat kernels' element ranges split).
 #[test]
 fn native_rows_change_no_output_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(0x6e2);
@@ -129,34 +126,12 @@ fn native_rows_change_no_output_bit() {
         ("w".to_string(), tensor(vec![300, 37], 0.2)),
         ("b".to_string(), tensor(vec![37], 1.0)),
     ];
-    let dir = std::env::temp_dir().join(format!("modelc-gelu-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join("in.safetensors");
-    let refs: Vec<(String, &Tensor)> = named.iter().map(|(n, t)| (n.clone(), t)).collect();
-    write_tensors(&input, &refs).expect("input written");
     let shapes = [vec![5, 300], vec![5, 7], vec![5, 300], vec![5, 37], vec![5, 16], vec![5, 33]];
     let types: Vec<(String, TensorType)> =
         shapes.iter().enumerate().map(|(i, s)| (format!("out{i}"), TensorType::f32(s.clone()))).collect();
-    let mut outs = Vec::new();
-    for mode in ["native", "inline"] {
-        let out = dir.join(format!("{mode}.safetensors"));
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_modelc"));
-        cmd.args(["run", FIXTURE, "--model", "Gelus", "--threads", "2", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&out)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("MODELC_VMATH");
-        if mode == "inline" {
-            cmd.env("MODELC_VMATH", "inline");
-        }
-        let res = cmd.output().expect("modelc runs");
-        assert!(res.status.success(), "{mode}: {}", String::from_utf8_lossy(&res.stderr));
-        outs.push(read_tensors(&out, &types, "output").expect("outputs readable"));
-    }
+    let outs = run_native_and_inline(FIXTURE, "Gelus", &named, &types);
     for (i, (a, b)) in outs[0].iter().zip(&outs[1]).enumerate() {
         let (a, b) = (a.as_f32().expect("f32"), b.as_f32().expect("f32"));
         assert!(a.iter().zip(b.iter()).all(|(p, q)| p.to_bits() == q.to_bits()), "output {i} differs");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,27 +3,23 @@
 //! and that the path changes no output bit against the generated passes
 //! (`tests/fixtures/jit/softmax_rows.model` run with `MODELC_VMATH=inline` and without).
 
-use modelc::elab::{ElabOptions, Program, elaborate_model};
 use modelc::ir::TensorType;
 use modelc::jit::softmax::{self, BLOCK};
 use modelc::jit::{native_softmax_rows, vmath};
-use modelc::passes::{PipelineOptions, run_pipeline};
-use modelc::runtime::checkpoint::{read_tensors, write_tensors};
-use modelc::sched::{KernelBody, LoopKernel, schedule};
+use modelc::sched::{KernelBody, LoopKernel};
 use modelc::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
+
+mod jit_support;
+use jit_support::{model_schedule, run_native_and_inline};
 
 const FIXTURE: &str = "tests/fixtures/jit/softmax_rows.model";
 
 /// The loop kernels of model `model` of `file` at batch `b`, after the pipeline.
 fn loop_kernels(file: &str, model: &str, b: i64) -> Vec<LoopKernel> {
-    let prog = Program::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(file));
-    let opts = ElabOptions { dims: vec![("B".to_string(), b)], ..ElabOptions::default() };
-    let e = elaborate_model(&prog, model, &[], &opts).unwrap_or_else(|d| panic!("{file}: {d:?}"));
-    let s = schedule(&run_pipeline(e.graph, &PipelineOptions::default()));
-    s.kernels
+    model_schedule(file, model, b)
+        .kernels
         .into_iter()
         .filter_map(|k| match k.body {
             KernelBody::Loop(l) => Some(l),
@@ -157,30 +153,10 @@ fn native_rows_change_no_output_bit() {
     let mut x: Vec<f32> = rows.into_iter().flatten().collect();
     x.extend((0..2 * 300).map(|_| rng.random_range(-20.0f32..20.0)));
     let x = Tensor::F32(ndarray::ArrayD::from_shape_vec(vec![11, 300], x).expect("11 x 300"));
-    let dir = std::env::temp_dir().join(format!("modelc-softmax-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join("in.safetensors");
-    write_tensors(&input, &[("x".to_string(), &x)]).expect("input written");
     let lengths = [1, 3, 4, 5, 15, 16, 17, 20, 33, 64, 100, 257, 300, 64, 37, 300];
     let types: Vec<(String, TensorType)> =
         lengths.iter().enumerate().map(|(i, &n)| (format!("out{i}"), TensorType::f32(vec![11, n]))).collect();
-    let mut outs = Vec::new();
-    for mode in ["native", "inline"] {
-        let out = dir.join(format!("{mode}.safetensors"));
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_modelc"));
-        cmd.args(["run", FIXTURE, "--model", "Rows", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&out)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("MODELC_VMATH");
-        if mode == "inline" {
-            cmd.env("MODELC_VMATH", "inline");
-        }
-        let res = cmd.output().expect("modelc runs");
-        assert!(res.status.success(), "{mode}: {}", String::from_utf8_lossy(&res.stderr));
-        outs.push(read_tensors(&out, &types, "output").expect("outputs readable"));
-    }
+    let outs = run_native_and_inline(FIXTURE, "Rows", &[("x".to_string(), x)], &types);
     for (i, (a, b)) in outs[0].iter().zip(&outs[1]).enumerate() {
         let (a, b) = (a.as_f32().expect("f32"), b.as_f32().expect("f32"));
         for (r, (ra, rb)) in a.outer_iter().zip(b.outer_iter()).enumerate() {
@@ -190,5 +166,4 @@ fn native_rows_change_no_output_bit() {
             assert!(same, "output {i} (n = {}), row {r}: {ra:?} vs {rb:?}", lengths[i]);
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

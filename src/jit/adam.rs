@@ -26,6 +26,7 @@
 use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Expr, ExprId, LoopKernel, Split, StoreSource};
 
+use super::pattern::{Args, Patterns};
 use super::vmath::{Group as Registers, Lanes, Variant};
 
 /// Most gradient arrays one update sums (a parameter read in that many places).
@@ -188,43 +189,21 @@ struct Matcher<'a> {
     slots: Vec<Slot>,
 }
 
+impl Patterns for Matcher<'_> {
+    fn kernel(&self) -> &LoopKernel {
+        self.k
+    }
+    fn invariant(&self) -> &[bool] {
+        self.invariant
+    }
+}
+
 impl Matcher<'_> {
     fn slot(&mut self, s: Slot) -> usize {
         self.slots.iter().position(|t| *t == s).unwrap_or_else(|| {
             self.slots.push(s);
             self.slots.len() - 1
         })
-    }
-
-    /// `e` if it is an f32 load along the row (contiguous).
-    fn load(&self, e: ExprId) -> Option<ExprId> {
-        match &self.k.exprs[e as usize] {
-            Expr::Load { dtype: DType::F32, access, .. } if access.inner == 1 => Some(e),
-            _ => None,
-        }
-    }
-
-    /// `e` if it is an f32 row-invariant value.
-    fn scalar(&self, e: ExprId) -> Option<ExprId> {
-        (self.invariant[e as usize] && self.k.types[e as usize] == DType::F32).then_some(e)
-    }
-
-    /// The operands of `e` if it is the binary `op`.
-    fn binary(&self, e: ExprId, op: BinaryOp) -> Option<(ExprId, ExprId)> {
-        match self.k.exprs[e as usize] {
-            Expr::Binary { op: o, a, b } if o == op && self.k.types[e as usize] == DType::F32 => Some((a, b)),
-            _ => None,
-        }
-    }
-
-    /// `x * s` (either order) with `s` row-invariant: `(x, s)`.
-    fn scaled(&self, e: ExprId) -> Option<(ExprId, ExprId)> {
-        let (a, b) = self.binary(e, BinaryOp::Mul)?;
-        match (self.invariant[a as usize], self.invariant[b as usize]) {
-            (false, true) => Some((a, self.scalar(b)?)),
-            (true, false) => Some((b, self.scalar(a)?)),
-            _ => None,
-        }
     }
 
     /// `new_p = p - lr * step` (the parameter's new value), and everything it reads.
@@ -315,43 +294,6 @@ impl Matcher<'_> {
         let mut grads = Vec::new();
         self.sum_of_loads(sum, &mut grads)?;
         Some((grads, clip, l2))
-    }
-
-    /// Appends the loads `e` sums (`g`, or `G + g` with `G` such a sum), innermost first.
-    fn sum_of_loads(&self, e: ExprId, out: &mut Vec<ExprId>) -> Option<()> {
-        if let Some(g) = self.load(e) {
-            out.push(g);
-            return Some(());
-        }
-        let (a, b) = self.binary(e, BinaryOp::Add)?;
-        let (rest, last) = match (self.load(a), self.load(b)) {
-            (_, Some(g)) => (a, g),
-            (Some(g), None) => (b, g),
-            (None, None) => return None,
-        };
-        self.sum_of_loads(rest, out)?;
-        out.push(last);
-        Some(())
-    }
-}
-
-/// The argument array read as a group's pointers and scalars.
-struct Args {
-    vals: *const u64,
-}
-
-impl Args {
-    fn ptr(&self, i: usize) -> *mut f32 {
-        // SAFETY: the code generator wrote every slot of the plan before the call.
-        unsafe { *self.vals.add(i) as *mut f32 }
-    }
-    fn f32(&self, i: usize) -> f32 {
-        // SAFETY: as above; scalars are in the low 4 bytes (little endian).
-        unsafe { f32::from_bits(*self.vals.add(i) as u32) }
-    }
-    fn flag(&self, i: usize) -> bool {
-        // SAFETY: as above.
-        unsafe { *self.vals.add(i) as u32 != 0 }
     }
 }
 

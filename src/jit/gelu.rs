@@ -17,6 +17,7 @@
 use crate::ir::{BinaryOp, DType, UnaryOp};
 use crate::sched::{Expr, ExprId, LoopKernel, Split, StoreSource};
 
+use super::pattern::{Args, Patterns};
 use super::vmath::{Group, Variant, erf_v};
 
 /// Most loads `y` sums.
@@ -44,52 +45,12 @@ struct Matcher<'a> {
     invariant: &'a [bool],
 }
 
-impl Matcher<'_> {
-    fn binary(&self, e: ExprId, op: BinaryOp) -> Option<(ExprId, ExprId)> {
-        match self.k.exprs[e as usize] {
-            Expr::Binary { op: o, a, b } if o == op && self.k.types[e as usize] == DType::F32 => Some((a, b)),
-            _ => None,
-        }
+impl Patterns for Matcher<'_> {
+    fn kernel(&self) -> &LoopKernel {
+        self.k
     }
-
-    fn scalar(&self, e: ExprId) -> Option<ExprId> {
-        (self.invariant[e as usize] && self.k.types[e as usize] == DType::F32).then_some(e)
-    }
-
-    /// `x` and the invariant factor of `x * s` or `s * x`.
-    fn scaled(&self, e: ExprId) -> Option<(ExprId, ExprId)> {
-        let (p, q) = self.binary(e, BinaryOp::Mul)?;
-        match (self.scalar(p), self.scalar(q)) {
-            (_, Some(s)) if !self.invariant[p as usize] => Some((p, s)),
-            (Some(s), _) if !self.invariant[q as usize] => Some((q, s)),
-            _ => None,
-        }
-    }
-
-    /// A contiguous f32 load that varies along the row.
-    fn load(&self, e: ExprId) -> Option<ExprId> {
-        match &self.k.exprs[e as usize] {
-            Expr::Load { dtype: DType::F32, access, .. } if access.inner == 1 => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The loads of `l0 + l1 + ...` in the order they are added (a chain, either operand
-    /// order).
-    fn sum_of_loads(&self, e: ExprId, out: &mut Vec<ExprId>) -> Option<()> {
-        if let Some(l) = self.load(e) {
-            out.push(l);
-            return Some(());
-        }
-        let (p, q) = self.binary(e, BinaryOp::Add)?;
-        let (rest, last) = match (self.load(p), self.load(q)) {
-            (_, Some(l)) => (p, l),
-            (Some(l), None) => (q, l),
-            (None, None) => return None,
-        };
-        self.sum_of_loads(rest, out)?;
-        out.push(last);
-        Some(())
+    fn invariant(&self) -> &[bool] {
+        self.invariant
     }
 }
 
@@ -143,25 +104,6 @@ fn store(m: &Matcher<'_>, i: usize) -> Option<Plan> {
     let mut loads = Vec::new();
     m.sum_of_loads(y, &mut loads)?;
     (loads.len() <= MAX_LOADS).then_some(Plan { store: i, loads, a, b, c })
-}
-
-/// The argument array as the row function reads it.
-struct Args {
-    vals: *const u64,
-}
-
-impl Args {
-    fn ptr(&self, i: usize) -> *mut f32 {
-        // SAFETY: the code generator wrote every slot before the call.
-        unsafe { *self.vals.add(i) as *mut f32 }
-    }
-    fn f32(&self, i: usize) -> f32 {
-        f32::from_bits(self.word(i) as u32)
-    }
-    fn word(&self, i: usize) -> u64 {
-        // SAFETY: as above (f32 scalars are in the low 4 bytes, little endian).
-        unsafe { *self.vals.add(i) }
-    }
 }
 
 /// Elements `*j..` of one row in steps of `G::LANES` while a whole step fits below `n`.

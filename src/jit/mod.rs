@@ -10,6 +10,7 @@ mod codegen;
 pub mod gelu;
 pub mod gemm;
 pub mod math;
+mod pattern;
 mod scalar_calls;
 pub mod softmax;
 pub mod stream;

@@ -102,3 +102,50 @@ pub fn check_graph_tol(g: &Graph, name: &str, counter: u64, tol: f32, floor: f32
         }
     }
 }
+
+/// Runs `modelc run FILE --model MODEL --threads 2` on `inputs` twice, with the native kernels
+/// of `jit::vmath`, `jit::softmax`, `jit::gelu` and `jit::adam` on (`MODELC_VMATH` unset) and
+/// off (`inline`), and returns both runs' outputs (named and typed by `outputs`).
+pub fn run_native_and_inline(
+    file: &str,
+    model: &str,
+    inputs: &[(String, Tensor)],
+    outputs: &[(String, TensorType)],
+) -> [Vec<Tensor>; 2] {
+    use modelc::runtime::checkpoint::{read_tensors, write_tensors};
+    let dir = std::env::temp_dir().join(format!("modelc-native-{model}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("in.safetensors");
+    let refs: Vec<(String, &Tensor)> = inputs.iter().map(|(n, t)| (n.clone(), t)).collect();
+    write_tensors(&input, &refs).expect("input written");
+    let run = |mode: &str| {
+        let out = dir.join(format!("{mode}.safetensors"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_modelc"));
+        cmd.args(["run", file, "--model", model, "--threads", "2", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("MODELC_VMATH");
+        if mode == "inline" {
+            cmd.env("MODELC_VMATH", "inline");
+        }
+        let res = cmd.output().expect("modelc runs");
+        assert!(res.status.success(), "{mode}: {}", String::from_utf8_lossy(&res.stderr));
+        read_tensors(&out, outputs, "output").expect("outputs readable")
+    };
+    let both = [run("native"), run("inline")];
+    let _ = std::fs::remove_dir_all(&dir);
+    both
+}
+
+/// The schedule of model `model` of `file` (relative to the crate) with dimension `B = b`,
+/// after the optimisation pipeline.
+pub fn model_schedule(file: &str, model: &str, b: i64) -> modelc::sched::Schedule {
+    use modelc::elab::{ElabOptions, Program, elaborate_model};
+    use modelc::passes::{PipelineOptions, run_pipeline};
+    let prog = Program::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file));
+    let opts = ElabOptions { dims: vec![("B".to_string(), b)], ..ElabOptions::default() };
+    let e = elaborate_model(&prog, model, &[], &opts).unwrap_or_else(|d| panic!("{file}: {d:?}"));
+    modelc::sched::schedule(&run_pipeline(e.graph, &PipelineOptions::default()))
+}
