@@ -194,7 +194,7 @@ impl Plan<'_> {
         let mut seen = HashSet::new();
         while let Some(e) = roots.pop() {
             if seen.insert(e) {
-                roots.extend(operands(&k.exprs[e as usize]));
+                roots.extend(k.exprs[e as usize].operands());
             }
         }
         let mut v: Vec<ExprId> = seen.into_iter().collect();
@@ -300,17 +300,6 @@ pub(super) fn invariance(k: &LoopKernel) -> Vec<bool> {
         };
     }
     inv
-}
-
-fn operands(e: &Expr) -> Vec<ExprId> {
-    match e {
-        Expr::Const { .. } | Expr::Load { .. } | Expr::Index { .. } | Expr::RowScalar { .. } => vec![],
-        Expr::GatherLoad { guards, .. } => guards.iter().map(|g| g.index).collect(),
-        Expr::Random { key, .. } => vec![*key],
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => vec![*x],
-        Expr::Binary { a, b, .. } => vec![*a, *b],
-        Expr::Select { cond, a, b } => vec![*cond, *a, *b],
-    }
 }
 
 fn is_zero_const(e: &Expr) -> bool {
@@ -830,20 +819,8 @@ impl Gen<'_, '_> {
                 _ => None,
             }
         };
-        let nested = |n: &Native| {
-            // a candidate below the argument
-            let mut stack = vec![n.arg];
-            let mut seen = HashSet::new();
-            while let Some(y) = stack.pop() {
-                if seen.insert(y) {
-                    if candidate(y).is_some() {
-                        return true;
-                    }
-                    stack.extend(operands(&k.exprs[y as usize]));
-                }
-            }
-            false
-        };
+        // a candidate at or below the argument
+        let nested = |n: &Native| k.any_below(n.arg, |y| candidate(y).is_some());
         needed.iter().filter_map(|&e| candidate(e)).filter(|n| !nested(n)).collect()
     }
 

@@ -72,23 +72,15 @@ pub fn recognise(k: &LoopKernel) -> Option<Plan> {
     {
         return None;
     }
-    // `x` must not read the output: the row function overwrites it with `x` first
-    let mut stack = vec![x];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(y) = stack.pop() {
-        if !seen.insert(y) {
-            continue;
-        }
-        match &k.exprs[y as usize] {
-            Expr::Load { buf, .. } | Expr::GatherLoad { buf, .. } if *buf == num.buf => return None,
-            Expr::RowScalar { .. } => return None,
-            Expr::Unary { x, .. } | Expr::Cast { x, .. } => stack.push(*x),
-            Expr::Binary { a, b, .. } => stack.extend([*a, *b]),
-            Expr::Select { cond, a, b } => stack.extend([*cond, *a, *b]),
-            Expr::Random { key, .. } => stack.push(*key),
-            Expr::GatherLoad { guards, .. } => stack.extend(guards.iter().map(|g| g.index)),
-            Expr::Const { .. } | Expr::Load { .. } | Expr::Index { .. } => {}
-        }
+    // `x` must not read the output (the row function overwrites it with `x` first) nor a row
+    // scalar (it is evaluated before any)
+    let reads = |y: ExprId| match &k.exprs[y as usize] {
+        Expr::Load { buf, .. } | Expr::GatherLoad { buf, .. } => *buf == num.buf,
+        Expr::RowScalar { .. } => true,
+        _ => false,
+    };
+    if k.any_below(x, reads) {
+        return None;
     }
     Some(Plan { x, store })
 }

@@ -180,7 +180,36 @@ pub struct LoopKernel {
     pub passes: u32,
 }
 
+impl Expr {
+    /// The expressions this one reads.
+    pub fn operands(&self) -> Vec<ExprId> {
+        match self {
+            Expr::Const { .. } | Expr::Load { .. } | Expr::Index { .. } | Expr::RowScalar { .. } => vec![],
+            Expr::GatherLoad { guards, .. } => guards.iter().map(|g| g.index).collect(),
+            Expr::Random { key, .. } => vec![*key],
+            Expr::Unary { x, .. } | Expr::Cast { x, .. } => vec![*x],
+            Expr::Binary { a, b, .. } => vec![*a, *b],
+            Expr::Select { cond, a, b } => vec![*cond, *a, *b],
+        }
+    }
+}
+
 impl LoopKernel {
+    /// Whether `pred` holds for `e` or for any expression `e` reads, directly or not.
+    pub fn any_below(&self, e: ExprId, pred: impl Fn(ExprId) -> bool) -> bool {
+        let mut stack = vec![e];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(y) = stack.pop() {
+            if seen.insert(y) {
+                if pred(y) {
+                    return true;
+                }
+                stack.extend(self.exprs[y as usize].operands());
+            }
+        }
+        false
+    }
+
     pub fn rows(&self) -> usize {
         self.outer.iter().product()
     }
